@@ -1,0 +1,148 @@
+//! Wiring: builds the running edgeward from a [`Config`] — store, lease service, sweeper,
+//! HTTP listeners — and takes it down again in order. `main` and the integration tests both
+//! start edgeward through [`App::start`], so tests run exactly what operators run.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState, Listener};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::lease::{LeaseService, PoolSpec};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Knobs that are not configuration: what tests and benchmarks change.
+#[derive(Clone)]
+pub struct AppOptions {
+    pub clock: Arc<dyn Clock>,
+    /// How often the idle sweeper runs; default: a twentieth of `idle_release`, 100 ms to 5 s.
+    pub sweep_every: Option<Duration>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            sweep_every: None,
+        }
+    }
+}
+
+pub struct App {
+    pub leases: Arc<LeaseService>,
+    pub metrics: Arc<Metrics>,
+    /// Where the plain-HTTP listeners ended up (port 0 resolved).
+    pub http_addrs: Vec<SocketAddr>,
+    pub https_addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+}
+
+impl App {
+    pub async fn start(config: Config, options: AppOptions) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let config = Arc::new(config);
+        let store = Store::open(&config.store.path)?;
+        let specs: Vec<PoolSpec> = config
+            .vpn
+            .pools
+            .iter()
+            .map(|p| PoolSpec {
+                subnet: p.subnet,
+                keys: p.keys,
+                endpoint_host: config.pool_endpoint_host(p),
+            })
+            .collect();
+        let leases = LeaseService::start(store, &specs, Arc::clone(&options.clock), None)?;
+
+        let mut listeners = Vec::new();
+        let mut http_addrs = Vec::new();
+        let mut https_addrs = Vec::new();
+        for addr in &config.api.listen {
+            let tcp = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (api.listen)"))?;
+            http_addrs.push(tcp.local_addr()?);
+            listeners.push(Listener { tcp, tls: None });
+        }
+        if !config.api.tls_listen.is_empty() {
+            let (Some(cert), Some(key)) = (&config.api.tls_cert, &config.api.tls_key) else {
+                anyhow::bail!("api.tls_listen needs api.tls_cert and api.tls_key");
+            };
+            let acceptor = api::tls::acceptor(cert, key)?;
+            for addr in &config.api.tls_listen {
+                let tcp = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (api.tls_listen)"))?;
+                https_addrs.push(tcp.local_addr()?);
+                listeners.push(Listener {
+                    tcp,
+                    tls: Some(acceptor.clone()),
+                });
+            }
+        }
+
+        let metrics = Arc::new(Metrics::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let idle = config.vpn.idle_release.get();
+        let sweep_every = options.sweep_every.unwrap_or_else(|| {
+            (idle / 20).clamp(Duration::from_millis(100), Duration::from_secs(5))
+        });
+        let sweeper =
+            leases.spawn_sweeper(idle, sweep_every, Arc::clone(&metrics), shutdown_rx.clone());
+        let state = Arc::new(ApiState {
+            config: Arc::clone(&config),
+            leases: Arc::clone(&leases),
+            metrics: Arc::clone(&metrics),
+            started,
+        });
+        let server = tokio::spawn(api::serve(state, listeners, shutdown_rx));
+
+        let book = leases.read();
+        log::info!(
+            "edgeward {} ready in {} ms: {} pool(s), {} active lease(s), store {}",
+            env!("CARGO_PKG_VERSION"),
+            started.elapsed().as_millis(),
+            book.pools().len(),
+            book.active_count(),
+            config.store.path.display()
+        );
+        drop(book);
+        for a in &http_addrs {
+            log::info!("listening on http://{a}");
+        }
+        for a in &https_addrs {
+            log::info!("listening on https://{a}");
+        }
+        log::warn!(
+            "WireGuard data plane is not in this build yet: leases are issued and tracked, but carry no traffic"
+        );
+        Ok(Self {
+            leases,
+            metrics,
+            http_addrs,
+            https_addrs,
+            shutdown,
+            server,
+            sweeper,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then stops the writer.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        let _ = self.sweeper.await;
+        let leases = self.leases;
+        let _ = tokio::task::spawn_blocking(move || leases.shutdown()).await;
+        log::info!("edgeward stopped");
+    }
+}

@@ -1,0 +1,527 @@
+//! The lease book: pools, their slots and the leases that hold them — the pure core.
+//!
+//! No I/O and no clock: every operation takes `now` and returns what changed, so the service
+//! around it decides when to persist. Invariants it keeps: a slot is held by at most one lease,
+//! a public key names at most one active lease, and a lease id is never reused.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+use crate::clock::{elapsed, UnixMillis};
+use crate::store::{EndReason, Ended, Holder, LeaseId, LeaseRecord};
+use crate::wg::keys::{PrivateKey, PublicKey};
+
+/// One WireGuard server identity with a fixed number of client slots.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    /// Stable name in the store, e.g. `vpn:10.8.0.0/24`.
+    pub exit_id: String,
+    pub subnet: Ipv4Net,
+    /// The public host clients connect to.
+    pub endpoint_host: String,
+    pub server_key: PrivateKey,
+    pub server_public_key: PublicKey,
+    /// `slots[i]` is the lease holding address `first_client_address() + i`.
+    slots: Vec<Option<LeaseId>>,
+}
+
+impl Pool {
+    pub fn new(
+        exit_id: String,
+        subnet: Ipv4Net,
+        keys: u32,
+        endpoint_host: String,
+        server_key: PrivateKey,
+    ) -> Self {
+        let server_public_key = server_key.public_key();
+        Self {
+            exit_id,
+            subnet,
+            endpoint_host,
+            server_key,
+            server_public_key,
+            slots: vec![None; usize::try_from(keys).unwrap_or(0)],
+        }
+    }
+
+    /// The server's own address in the subnet (the first host address).
+    pub fn server_address(&self) -> Ipv4Addr {
+        offset(self.subnet.network(), 1)
+    }
+
+    fn slot_address(&self, slot: usize) -> Ipv4Addr {
+        offset(
+            self.subnet.network(),
+            2 + u32::try_from(slot).unwrap_or(u32::MAX),
+        )
+    }
+
+    fn slot_of(&self, address: Ipv4Addr) -> Option<usize> {
+        let index = u32::from(address)
+            .checked_sub(u32::from(self.subnet.network()))?
+            .checked_sub(2)?;
+        let index = usize::try_from(index).ok()?;
+        (index < self.slots.len()).then_some(index)
+    }
+
+    pub fn total(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    pub fn free(&self) -> usize {
+        self.total() - self.in_use()
+    }
+}
+
+fn offset(base: Ipv4Addr, by: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(base).saturating_add(by))
+}
+
+/// Which pool an allocation may come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// The pool with the most free slots.
+    Any,
+    /// Only pools whose public host is this.
+    Host(&'a str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    #[error("No available VPN keys")]
+    Exhausted,
+    #[error("Unknown VPN server: {0}")]
+    UnknownHost(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Unknown VPN server: {0}")]
+pub struct UnknownHost(pub String);
+
+/// Usage numbers for a set of pools.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub total: usize,
+    pub in_use: usize,
+}
+
+/// The book of all pools and active leases.
+#[derive(Debug)]
+pub struct LeaseBook {
+    pools: Vec<Pool>,
+    leases: HashMap<LeaseId, (usize, LeaseRecord)>,
+    by_public_key: HashMap<String, LeaseId>,
+    next_id: LeaseId,
+    /// Idle time is never counted from before this instant (the service's start), so a
+    /// restart does not expire leases whose clients could not show activity while it was down.
+    activity_floor: UnixMillis,
+}
+
+impl LeaseBook {
+    /// Rebuilds the book from stored leases. Returns the book and the leases that can no longer
+    /// be honoured (pool gone, slot gone, slot already taken), ended with `PoolRemoved`.
+    pub fn restore(
+        pools: Vec<Pool>,
+        stored: Vec<LeaseRecord>,
+        next_id: LeaseId,
+        now: UnixMillis,
+    ) -> (Self, Vec<LeaseRecord>) {
+        let mut book = Self {
+            pools,
+            leases: HashMap::new(),
+            by_public_key: HashMap::new(),
+            next_id: next_id.max(1),
+            activity_floor: now,
+        };
+        let mut orphans = Vec::new();
+        let mut stored = stored;
+        stored.sort_by_key(|l| l.id);
+        for lease in stored {
+            book.next_id = book.next_id.max(lease.id.saturating_add(1));
+            let placed = book
+                .pools
+                .iter()
+                .position(|p| p.exit_id == lease.exit)
+                .and_then(|pi| Some((pi, book.pools[pi].slot_of(lease.address)?)))
+                .filter(|&(pi, slot)| book.pools[pi].slots[slot].is_none())
+                .filter(|_| !book.by_public_key.contains_key(&lease.public_key));
+            match placed {
+                Some((pi, slot)) => {
+                    book.pools[pi].slots[slot] = Some(lease.id);
+                    book.by_public_key
+                        .insert(lease.public_key.clone(), lease.id);
+                    book.leases.insert(lease.id, (pi, lease));
+                }
+                None => {
+                    let mut lease = lease;
+                    lease.ended = Some(Ended {
+                        at: now,
+                        reason: EndReason::PoolRemoved,
+                        report: None,
+                    });
+                    orphans.push(lease);
+                }
+            }
+        }
+        (book, orphans)
+    }
+
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    /// The pool a lease belongs to.
+    pub fn pool_of(&self, id: LeaseId) -> Option<&Pool> {
+        self.leases.get(&id).and_then(|(pi, _)| self.pools.get(*pi))
+    }
+
+    /// Public hosts of all pools, each once, in configuration order.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = Vec::new();
+        for p in &self.pools {
+            if !hosts.contains(&p.endpoint_host) {
+                hosts.push(p.endpoint_host.clone());
+            }
+        }
+        hosts
+    }
+
+    /// Takes a free slot for a new lease with the given client key.
+    pub fn allocate(
+        &mut self,
+        target: Target<'_>,
+        holder: Holder,
+        client_key: &PrivateKey,
+        now: UnixMillis,
+    ) -> Result<LeaseRecord, AllocError> {
+        let candidates: Vec<usize> = match target {
+            Target::Any => (0..self.pools.len()).collect(),
+            Target::Host(host) => {
+                let found: Vec<usize> = (0..self.pools.len())
+                    .filter(|&i| self.pools[i].endpoint_host == host)
+                    .collect();
+                if found.is_empty() {
+                    return Err(AllocError::UnknownHost(host.to_owned()));
+                }
+                found
+            }
+        };
+        // Most free slots wins; on a tie the pool configured first.
+        let pi = candidates
+            .into_iter()
+            .filter(|&i| self.pools[i].free() > 0)
+            .max_by_key(|&i| (self.pools[i].free(), std::cmp::Reverse(i)))
+            .ok_or(AllocError::Exhausted)?;
+        let pool = &mut self.pools[pi];
+        let slot = pool
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or(AllocError::Exhausted)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        pool.slots[slot] = Some(id);
+        let public_key = client_key.public_key().to_base64();
+        let lease = LeaseRecord {
+            id,
+            exit: pool.exit_id.clone(),
+            address: pool.slot_address(slot),
+            private_key: client_key.to_base64(),
+            public_key: public_key.clone(),
+            holder,
+            allocated_at: now,
+            last_heartbeat: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            ended: None,
+        };
+        self.by_public_key.insert(public_key, id);
+        self.leases.insert(id, (pi, lease.clone()));
+        Ok(lease)
+    }
+
+    /// The active lease for a client public key (base64).
+    pub fn by_public_key(&self, public_key: &str) -> Option<&LeaseRecord> {
+        let id = self.by_public_key.get(public_key)?;
+        self.leases.get(id).map(|(_, l)| l)
+    }
+
+    pub fn get(&self, id: LeaseId) -> Option<&LeaseRecord> {
+        self.leases.get(&id).map(|(_, l)| l)
+    }
+
+    /// Ends an active lease, freeing its slot. Returns the ended record, or `None` if no
+    /// active lease has this id.
+    pub fn end(
+        &mut self,
+        id: LeaseId,
+        now: UnixMillis,
+        reason: EndReason,
+        report: Option<serde_json::Value>,
+    ) -> Option<LeaseRecord> {
+        let (pi, mut lease) = self.leases.remove(&id)?;
+        self.by_public_key.remove(&lease.public_key);
+        if let Some(pool) = self.pools.get_mut(pi) {
+            if let Some(slot) = pool.slot_of(lease.address) {
+                pool.slots[slot] = None;
+            }
+        }
+        lease.ended = Some(Ended {
+            at: now,
+            reason,
+            report,
+        });
+        Some(lease)
+    }
+
+    /// Records that a lease's client completed a WireGuard handshake (activity).
+    pub fn note_handshake(&mut self, public_key: &str, at: UnixMillis) -> bool {
+        let Some(id) = self.by_public_key.get(public_key) else {
+            return false;
+        };
+        match self.leases.get_mut(id) {
+            Some((_, lease)) => {
+                lease.last_handshake = Some(lease.last_handshake.unwrap_or(0).max(at));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Leases held by clients (seed 000) with no activity for `idle_after`.
+    pub fn idle_client_leases(&self, now: UnixMillis, idle_after: Duration) -> Vec<LeaseId> {
+        let mut ids: Vec<LeaseId> = self
+            .leases
+            .values()
+            .filter(|(_, l)| matches!(l.holder, Holder::Client { .. }))
+            .filter(|(_, l)| elapsed(l.last_activity().max(self.activity_floor), now) >= idle_after)
+            .map(|(_, l)| l.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Usage and active leases of the pools matching `host` (all pools for `None`), the leases
+    /// ordered by address.
+    pub fn usage(&self, host: Option<&str>) -> Result<(Usage, Vec<&LeaseRecord>), UnknownHost> {
+        let selected: Vec<usize> = (0..self.pools.len())
+            .filter(|&i| host.is_none_or(|h| self.pools[i].endpoint_host == h))
+            .collect();
+        if let (Some(h), true) = (host, selected.is_empty()) {
+            return Err(UnknownHost(h.to_owned()));
+        }
+        let mut usage = Usage::default();
+        let mut leases = Vec::new();
+        for &i in &selected {
+            let pool = &self.pools[i];
+            usage.total += pool.total();
+            usage.in_use += pool.in_use();
+            leases.extend(pool.slots.iter().flatten().filter_map(|id| self.get(*id)));
+        }
+        leases.sort_by_key(|l| (u32::from(l.address), l.id));
+        Ok((usage, leases))
+    }
+
+    /// Every active lease, in no particular order.
+    pub fn active(&self) -> impl Iterator<Item = &LeaseRecord> {
+        self.leases.values().map(|(_, l)| l)
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.leases.len()
+    }
+
+    pub fn next_id(&self) -> LeaseId {
+        self.next_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn pool(subnet: &str, keys: u32, host: &str) -> Pool {
+        Pool::new(
+            format!("vpn:{subnet}"),
+            subnet.parse().unwrap(),
+            keys,
+            host.into(),
+            PrivateKey::generate(),
+        )
+    }
+
+    fn client(n: u8) -> Holder {
+        Holder::Client {
+            ip: std::net::IpAddr::from([192, 0, 2, n]),
+        }
+    }
+
+    fn book(pools: Vec<Pool>) -> LeaseBook {
+        LeaseBook::restore(pools, Vec::new(), 1, 0).0
+    }
+
+    #[test]
+    fn slots_start_after_the_server_address() {
+        let mut b = book(vec![pool("10.8.0.0/24", 3, "h")]);
+        let addrs: Vec<_> = (0..3)
+            .map(|i| {
+                b.allocate(Target::Any, client(i), &PrivateKey::generate(), 0)
+                    .unwrap()
+                    .address
+            })
+            .collect();
+        assert_eq!(b.pools()[0].server_address(), Ipv4Addr::new(10, 8, 0, 1));
+        assert_eq!(
+            addrs,
+            vec![
+                Ipv4Addr::new(10, 8, 0, 2),
+                Ipv4Addr::new(10, 8, 0, 3),
+                Ipv4Addr::new(10, 8, 0, 4)
+            ]
+        );
+        assert_eq!(
+            b.allocate(Target::Any, client(9), &PrivateKey::generate(), 0),
+            Err(AllocError::Exhausted)
+        );
+    }
+
+    #[test]
+    fn any_picks_the_pool_with_most_free_slots() {
+        let mut b = book(vec![
+            pool("10.8.0.0/24", 2, "a"),
+            pool("10.9.0.0/24", 3, "b"),
+        ]);
+        let first = b
+            .allocate(Target::Any, client(1), &PrivateKey::generate(), 0)
+            .unwrap();
+        assert_eq!(first.exit, "vpn:10.9.0.0/24");
+        // now 2 free each: tie goes to the first configured
+        let second = b
+            .allocate(Target::Any, client(2), &PrivateKey::generate(), 0)
+            .unwrap();
+        assert_eq!(second.exit, "vpn:10.8.0.0/24");
+    }
+
+    #[test]
+    fn host_target_is_honoured_and_unknown_hosts_refused() {
+        let mut b = book(vec![
+            pool("10.8.0.0/24", 1, "a"),
+            pool("10.9.0.0/24", 5, "b"),
+        ]);
+        let l = b
+            .allocate(Target::Host("a"), client(1), &PrivateKey::generate(), 0)
+            .unwrap();
+        assert_eq!(l.exit, "vpn:10.8.0.0/24");
+        assert_eq!(
+            b.allocate(Target::Host("a"), client(1), &PrivateKey::generate(), 0),
+            Err(AllocError::Exhausted)
+        );
+        assert_eq!(
+            b.allocate(Target::Host("zzz"), client(1), &PrivateKey::generate(), 0),
+            Err(AllocError::UnknownHost("zzz".into()))
+        );
+        assert!(b.usage(Some("zzz")).is_err());
+    }
+
+    #[test]
+    fn release_frees_the_slot_and_forgets_the_key() {
+        let mut b = book(vec![pool("10.8.0.0/24", 1, "h")]);
+        let l = b
+            .allocate(Target::Any, client(1), &PrivateKey::generate(), 10)
+            .unwrap();
+        assert!(b.by_public_key(&l.public_key).is_some());
+        let ended = b.end(l.id, 20, EndReason::Released, None).unwrap();
+        assert_eq!(ended.ended.as_ref().unwrap().at, 20);
+        assert!(b.by_public_key(&l.public_key).is_none());
+        assert!(b.end(l.id, 30, EndReason::Released, None).is_none());
+        let again = b
+            .allocate(Target::Any, client(2), &PrivateKey::generate(), 40)
+            .unwrap();
+        assert_eq!(again.address, l.address);
+        assert_ne!(again.id, l.id);
+        assert_ne!(again.public_key, l.public_key);
+    }
+
+    #[test]
+    fn idle_counts_from_the_latest_activity() {
+        let mut b = book(vec![pool("10.8.0.0/24", 3, "h")]);
+        let idle = Duration::from_secs(600);
+        let a = b
+            .allocate(Target::Any, client(1), &PrivateKey::generate(), 0)
+            .unwrap();
+        let c = b
+            .allocate(Target::Any, client(2), &PrivateKey::generate(), 0)
+            .unwrap();
+        assert!(b.note_handshake(&c.public_key, 500_000));
+        assert!(b.idle_client_leases(599_999, idle).is_empty());
+        assert_eq!(b.idle_client_leases(600_000, idle), vec![a.id]);
+        assert_eq!(b.idle_client_leases(1_100_000, idle), vec![a.id, c.id]);
+        assert!(!b.note_handshake("nobody", 1));
+    }
+
+    #[test]
+    fn restore_keeps_valid_leases_and_ends_orphans() {
+        let mut b = book(vec![pool("10.8.0.0/24", 3, "h")]);
+        let p = b.pools()[0].clone();
+        let l1 = b
+            .allocate(Target::Any, client(1), &PrivateKey::generate(), 0)
+            .unwrap();
+        let l2 = b
+            .allocate(Target::Any, client(2), &PrivateKey::generate(), 0)
+            .unwrap();
+        let mut dup = l2.clone();
+        dup.id = 99;
+        dup.public_key = "other".into();
+        let mut gone = l1.clone();
+        gone.id = 50;
+        gone.exit = "vpn:10.99.0.0/24".into();
+        gone.public_key = "gone".into();
+        let (restored, orphans) =
+            LeaseBook::restore(vec![p], vec![dup, l2.clone(), gone, l1.clone()], 1, 1000);
+        assert_eq!(restored.active_count(), 2);
+        let ids: Vec<_> = orphans.iter().map(|o| o.id).collect();
+        assert_eq!(ids, vec![50, 99]);
+        assert!(orphans
+            .iter()
+            .all(|o| o.ended.as_ref().unwrap().reason == EndReason::PoolRemoved));
+        assert_eq!(restored.next_id(), 100);
+        // idle time restarts at the restore instant
+        assert!(restored
+            .idle_client_leases(1000 + 599_000, Duration::from_secs(600))
+            .is_empty());
+    }
+
+    #[test]
+    fn usage_filters_by_host_and_orders_by_address() {
+        let mut b = book(vec![
+            pool("10.8.0.0/24", 2, "a"),
+            pool("10.9.0.0/24", 2, "b"),
+        ]);
+        for i in 0..3 {
+            b.allocate(Target::Any, client(i), &PrivateKey::generate(), 0)
+                .unwrap();
+        }
+        let (all, leases) = b.usage(None).unwrap();
+        assert_eq!(
+            all,
+            Usage {
+                total: 4,
+                in_use: 3
+            }
+        );
+        assert!(leases
+            .windows(2)
+            .all(|w| u32::from(w[0].address) <= u32::from(w[1].address)));
+        let (a, _) = b.usage(Some("a")).unwrap();
+        assert_eq!(a.total, 2);
+    }
+}

@@ -1,0 +1,131 @@
+//! The `edgeward` command: parses the CLI and wires the pieces; nothing else lives here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use edgeward::app::{App, AppOptions};
+use edgeward::config::{Config, DEFAULT_CONFIG_PATH, ENV_LOG};
+
+#[derive(Parser)]
+#[command(
+    name = "edgeward",
+    version,
+    about = "VPN/dongle host appliance: WireGuard leases, LTE modem IP toggling"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run edgeward with a configuration file.
+    Serve {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and report every problem; exits non-zero if there are any.
+    CheckConfig {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Run a self-contained demo: temporary store, no hardware and no root needed.
+    Demo {
+        /// Where the demo's HTTP API listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Serve { config } => Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| run(c, None)),
+        Command::Demo { listen } => demo(listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = std::env::var(ENV_LOG)
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    env_logger::Builder::new()
+        .parse_filters(&filter)
+        .format_timestamp_millis()
+        .init();
+}
+
+#[allow(clippy::print_stdout)]
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    println!(
+        "{}: OK ({} pool(s), {} modem(s), listening on {} address(es))",
+        path.display(),
+        config.vpn.pools.len(),
+        config.modems.len(),
+        config.api.listen.len() + config.api.tls_listen.len()
+    );
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn demo(listen: SocketAddr) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("edgeward-demo-")
+        .tempdir()?;
+    let config = edgeward::demo::config(dir.path(), Some(listen))?;
+    run(
+        config,
+        Some(&|app: &App| {
+            if let Some(addr) = app.http_addrs.first() {
+                println!("{}", edgeward::demo::banner(*addr));
+            }
+        }),
+    )
+}
+
+fn run(config: Config, on_ready: Option<&dyn Fn(&App)>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("edgeward")
+        .build()?;
+    runtime.block_on(async {
+        let app = App::start(config, AppOptions::default()).await?;
+        if let Some(f) = on_ready {
+            f(&app);
+        }
+        wait_for_signal().await;
+        log::info!("shutting down: finishing in-flight requests");
+        app.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("cannot watch SIGTERM ({e}); only Ctrl-C stops edgeward");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

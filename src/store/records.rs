@@ -1,0 +1,85 @@
+//! The typed records kept in the store. They are plain data (serde, JSON-encoded in redb) so
+//! that every domain can use them without touching redb.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixMillis;
+
+pub type LeaseId = u64;
+
+/// A WireGuard server identity (a VPN pool or a dongle exit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Stable name, e.g. `vpn:10.8.0.0/24`.
+    pub id: String,
+    /// Base64 X25519 private key, generated on first start.
+    pub private_key: String,
+    pub created_at: UnixMillis,
+}
+
+/// Who holds a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Holder {
+    /// Seed 000: the client's IP address.
+    Client { ip: IpAddr },
+    /// Seed 001: the agent's self-chosen id.
+    Agent { id: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The client gave it back.
+    Released,
+    /// No activity for `idle_release`.
+    Idle,
+    /// No heartbeat for `heartbeat_timeout`.
+    HeartbeatTimeout,
+    /// Its pool is no longer configured, or no longer has its slot.
+    PoolRemoved,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ended {
+    pub at: UnixMillis,
+    pub reason: EndReason,
+    /// What the client reported when it released (seed 001's statistics), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+}
+
+/// One client's hold on a slot of an exit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub id: LeaseId,
+    pub exit: String,
+    pub address: Ipv4Addr,
+    /// The client's key pair, minted for this lease only (base64).
+    pub private_key: String,
+    pub public_key: String,
+    pub holder: Holder,
+    pub allocated_at: UnixMillis,
+    #[serde(default)]
+    pub last_heartbeat: Option<UnixMillis>,
+    #[serde(default)]
+    pub last_handshake: Option<UnixMillis>,
+    #[serde(default)]
+    pub rx_bytes: u64,
+    #[serde(default)]
+    pub tx_bytes: u64,
+    #[serde(default)]
+    pub ended: Option<Ended>,
+}
+
+impl LeaseRecord {
+    /// The latest moment anything showed the lease is in use.
+    pub fn last_activity(&self) -> UnixMillis {
+        [self.last_heartbeat, self.last_handshake]
+            .into_iter()
+            .flatten()
+            .fold(self.allocated_at, u64::max)
+    }
+}
