@@ -64,33 +64,18 @@ pub struct Listener {
 }
 
 /// Serves `listeners` until `shutdown` turns true, then lets in-flight requests finish
-/// (up to a drain timeout).
+/// (up to a drain timeout) and returns.
 pub async fn serve(
     state: Arc<ApiState>,
     listeners: Vec<Listener>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
-    let mut tasks = Vec::new();
-    for listener in listeners {
-        tasks.push(tokio::spawn(accept_loop(
-            Arc::clone(&state),
-            listener,
-            shutdown.clone(),
-            Arc::clone(&graceful),
-        )));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let graceful = Arc::into_inner(graceful);
-    if let Some(g) = graceful {
-        if tokio::time::timeout(DRAIN_TIMEOUT, g.shutdown())
-            .await
-            .is_err()
-        {
-            log::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
-        }
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(accept_loop(Arc::clone(&state), l, shutdown.clone())))
+        .collect();
+    for l in loops {
+        let _ = l.await;
     }
 }
 
@@ -98,13 +83,13 @@ async fn accept_loop(
     state: Arc<ApiState>,
     listener: Listener,
     mut shutdown: watch::Receiver<bool>,
-    graceful: Arc<GracefulShutdown>,
 ) {
     let limit = Arc::new(Semaphore::new(state.config.api.max_connections));
+    let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
-            p = Arc::clone(&limit).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
+            p = Arc::clone(&limit).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
         };
         let (tcp, peer) = tokio::select! {
             r = listener.tcp.accept() => match r {
@@ -116,12 +101,12 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
         let state = Arc::clone(&state);
         let tls = listener.tls.clone();
-        let graceful = Arc::clone(&graceful);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req| handle(Arc::clone(&state), peer, req));
@@ -132,8 +117,9 @@ async fn accept_loop(
                 .keep_alive(true);
             let result = match tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
-                    graceful.watch(conn).await
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(tcp), service))
+                        .await
                 }
                 Some(acceptor) => {
                     let stream =
@@ -145,14 +131,23 @@ async fn accept_loop(
                             }
                             Err(_) => return,
                         };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    graceful.watch(conn).await
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
                 }
             };
             if let Err(e) = result {
                 log::debug!("connection from {peer}: {e}");
             }
         });
+    }
+    // Stop accepting (drop the socket), then let open connections finish their requests.
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        log::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
     }
 }
 

@@ -42,7 +42,7 @@ fn index() -> Response<Body> {
 }
 
 fn health(state: &ApiState) -> Response<Body> {
-    let db_ok = state.leases.store().schema_version().is_ok();
+    let db_ok = state.leases.store_healthy();
     json_response(
         if db_ok {
             StatusCode::OK

@@ -109,7 +109,9 @@ pub struct LeaseService {
     book: Arc<RwLock<LeaseBook>>,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
-    store: Arc<Store>,
+    /// Shared with the writer for reads; dropped at shutdown so the file is closed even if
+    /// a straggling connection still holds the service.
+    store: RwLock<Option<Arc<Store>>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -196,7 +198,7 @@ impl LeaseService {
             book,
             commands: Mutex::new(Some(tx)),
             worker: Mutex::new(Some(handle)),
-            store,
+            store: RwLock::new(Some(store)),
             clock,
         }))
     }
@@ -210,8 +212,10 @@ impl LeaseService {
         &self.clock
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Can the store be read? (For health checks.)
+    pub fn store_healthy(&self) -> bool {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        store.as_ref().is_some_and(|s| s.schema_version().is_ok())
     }
 
     fn send(&self, command: Command) -> Result<(), LeaseError> {
@@ -286,6 +290,7 @@ impl LeaseService {
         if let Some(h) = handle {
             let _ = h.join();
         }
+        self.store.write().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Runs `expire_idle` every `every` until `shutdown` resolves.

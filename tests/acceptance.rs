@@ -1,0 +1,64 @@
+//! The seed clients' own flows (`../shared/acceptance/`) against the real binary's demo.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{edgeward_bin, free_port, wait_until_serving};
+
+fn acceptance_dir() -> PathBuf {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/acceptance"));
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the acceptance flows live in shared/ beside the repository",
+        dir.display()
+    );
+    dir
+}
+
+async fn with_demo(f: impl FnOnce(String)) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(edgeward_bin())
+        .args(["demo", "--listen", &addr.to_string()])
+        .env("EDGEWARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until_serving(addr, Duration::from_secs(10)).await;
+    f(format!("http://{addr}"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn run_flow(program: &str, script: &str, base: &str) {
+    let out = Command::new(program)
+        .arg(acceptance_dir().join(script))
+        .arg(base)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (tests/run.sh installs it)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    assert!(
+        text.contains("반납 완료"),
+        "{script} did not finish:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn seed_000_bash_client_flow() {
+    with_demo(|base| run_flow("bash", "vpn_bash_flow.sh", &base)).await;
+}
+
+#[tokio::test]
+async fn seed_000_python_client_flow() {
+    with_demo(|base| run_flow("python3", "vpn_python_flow.py", &base)).await;
+}

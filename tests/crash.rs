@@ -1,0 +1,175 @@
+//! `kill -9` in the middle of allocation load loses nothing acknowledged and never leaves a
+//! slot held twice. Runs the real binary on a real store file.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{edgeward_bin, free_port, request, try_request, wait_until_serving};
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+fn spawn(config: &std::path::Path) -> Child {
+    Command::new(edgeward_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("EDGEWARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// Allocations the server acknowledged and we have not tried to release.
+    held: Vec<String>,
+    /// Releases the server acknowledged.
+    released: Vec<String>,
+    acks: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_allocation_load_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = dir.path().join("edgeward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nlisten = [\"{addr}\"]\n[store]\npath = \"{}\"\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\n[[vpn.pool]]\nsubnet = \"10.8.0.0/24\"\nkeys = 250\n",
+            dir.path().join("edgeward.redb").display()
+        ),
+    )
+    .unwrap();
+    let mut child = spawn(&config);
+    wait_until_serving(addr, Duration::from_secs(10)).await;
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let ledger = Arc::clone(&ledger);
+            tokio::spawn(async move {
+                loop {
+                    let Ok(r) =
+                        try_request(addr, Method::GET, "/vpn_api/allocate", &[], None).await
+                    else {
+                        return;
+                    };
+                    if r.status != StatusCode::OK {
+                        continue;
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                    let key = v["public_key"].as_str().unwrap().to_owned();
+                    {
+                        let mut l = ledger.lock().unwrap();
+                        l.acks += 1;
+                        // Keep every third lease; release the others.
+                        if l.acks % 3 == 0 {
+                            l.held.push(key);
+                            continue;
+                        }
+                    }
+                    let body = json!({ "public_key": key }).to_string();
+                    let Ok(r) = try_request(
+                        addr,
+                        Method::POST,
+                        "/vpn_api/release",
+                        &[],
+                        Some(body.into_bytes()),
+                    )
+                    .await
+                    else {
+                        return;
+                    };
+                    assert_eq!(r.status, StatusCode::OK);
+                    let mut l = ledger.lock().unwrap();
+                    l.acks += 1;
+                    l.released.push(key);
+                }
+            })
+        })
+        .collect();
+
+    // Kill while the load is running.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ledger.lock().unwrap().acks < 300 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "load never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    let mut child = spawn(&config);
+    wait_until_serving(addr, Duration::from_secs(10)).await;
+    let status = request(addr, Method::GET, "/vpn_api/status", &[], None)
+        .await
+        .json();
+    let ips: Vec<&str> = status["active_connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["internal_ip"].as_str().unwrap())
+        .collect();
+    let unique: HashSet<&&str> = ips.iter().collect();
+    assert_eq!(
+        ips.len(),
+        unique.len(),
+        "a slot is held twice after kill -9"
+    );
+    assert_eq!(status["statistics"]["keys_in_use"], ips.len());
+
+    let ledger = ledger.lock().unwrap();
+    assert!(ips.len() >= ledger.held.len());
+    for key in &ledger.held {
+        let body = json!({ "public_key": key }).to_string();
+        let r = request(
+            addr,
+            Method::POST,
+            "/vpn_api/release",
+            &[],
+            Some(body.into_bytes()),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "acknowledged allocation lost: {key}"
+        );
+    }
+    for key in &ledger.released {
+        let body = json!({ "public_key": key }).to_string();
+        let r = request(
+            addr,
+            Method::POST,
+            "/vpn_api/release",
+            &[],
+            Some(body.into_bytes()),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "acknowledged release undone: {key}"
+        );
+    }
+    eprintln!(
+        "kill -9 after {} acknowledged operations; {} leases held, all intact",
+        ledger.acks,
+        ledger.held.len()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
