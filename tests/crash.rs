@@ -131,7 +131,7 @@ async fn kill_9_during_allocation_load_loses_nothing_acknowledged() {
     );
     assert_eq!(status["statistics"]["keys_in_use"], ips.len());
 
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     assert!(ips.len() >= ledger.held.len());
     for key in &ledger.held {
         let body = json!({ "public_key": key }).to_string();

@@ -525,3 +525,110 @@ mod tests {
         assert_eq!(a.total, 2);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        AllocateAny,
+        AllocateHost(u8),
+        Release(usize),
+        ReleaseUnknown,
+        Handshake(usize),
+        Wait(u32),
+        Expire,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => Just(Op::AllocateAny),
+            2 => (0u8..3).prop_map(Op::AllocateHost),
+            3 => any::<usize>().prop_map(Op::Release),
+            1 => Just(Op::ReleaseUnknown),
+            1 => any::<usize>().prop_map(Op::Handshake),
+            2 => (0u32..400_000).prop_map(Op::Wait),
+            1 => Just(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens, a slot is held by one lease at most, usage adds up, ids only grow
+        /// and an ended key never comes back.
+        #[test]
+        fn the_book_keeps_its_invariants(ops in proptest::collection::vec(op(), 1..200)) {
+            let pools = vec![
+                Pool::new("vpn:a".into(), "10.8.0.0/29".parse().unwrap(), 3, "a".into(), PrivateKey::generate()),
+                Pool::new("vpn:b".into(), "10.9.0.0/24".parse().unwrap(), 4, "b".into(), PrivateKey::generate()),
+            ];
+            let (mut book, _) = LeaseBook::restore(pools, Vec::new(), 1, 0);
+            let mut now = 0u64;
+            let mut active: Vec<LeaseRecord> = Vec::new();
+            let mut ended_keys = HashSet::new();
+            let mut last_id = 0;
+            let idle = Duration::from_secs(600);
+            for op in ops {
+                match op {
+                    Op::AllocateAny | Op::AllocateHost(_) => {
+                        let host = match op { Op::AllocateHost(0) => Some("a"), Op::AllocateHost(1) => Some("b"), Op::AllocateHost(_) => Some("c"), _ => None };
+                        let free = book.pools().iter().filter(|p| host.is_none_or(|h| p.endpoint_host == h)).map(Pool::free).sum::<usize>();
+                        let r = book.allocate(host.map_or(Target::Any, Target::Host), Holder::Client { ip: [192, 0, 2, 1].into() }, &PrivateKey::generate(), now);
+                        match r {
+                            Ok(l) => {
+                                prop_assert!(free > 0);
+                                prop_assert!(l.id > last_id);
+                                last_id = l.id;
+                                active.push(l);
+                            }
+                            Err(AllocError::Exhausted) => prop_assert_eq!(free, 0),
+                            Err(AllocError::UnknownHost(h)) => prop_assert_eq!(h, "c"),
+                        }
+                    }
+                    Op::Release(i) if !active.is_empty() => {
+                        let l = active.remove(i % active.len());
+                        prop_assert!(book.end(l.id, now, EndReason::Released, None).is_some());
+                        ended_keys.insert(l.public_key);
+                    }
+                    Op::Release(_) | Op::ReleaseUnknown => {
+                        prop_assert!(book.end(u64::MAX, now, EndReason::Released, None).is_none());
+                    }
+                    Op::Handshake(i) if !active.is_empty() => {
+                        let key = active[i % active.len()].public_key.clone();
+                        prop_assert!(book.note_handshake(&key, now));
+                    }
+                    Op::Handshake(_) => {}
+                    Op::Wait(ms) => now += u64::from(ms),
+                    Op::Expire => {
+                        for id in book.idle_client_leases(now, idle) {
+                            let l = book.end(id, now, EndReason::Idle, None).unwrap();
+                            active.retain(|a| a.id != id);
+                            ended_keys.insert(l.public_key);
+                        }
+                    }
+                }
+                // invariants
+                let (usage, leases) = book.usage(None).unwrap();
+                prop_assert_eq!(usage.in_use, active.len());
+                prop_assert_eq!(book.active_count(), active.len());
+                let addrs: HashSet<_> = leases.iter().map(|l| (l.exit.clone(), l.address)).collect();
+                prop_assert_eq!(addrs.len(), leases.len(), "a slot is held twice");
+                for l in &active {
+                    prop_assert!(book.by_public_key(&l.public_key).is_some());
+                    prop_assert!(!ended_keys.contains(&l.public_key));
+                    let pool = book.pool_of(l.id).unwrap();
+                    prop_assert!(pool.subnet.contains(&l.address));
+                    prop_assert_ne!(l.address, pool.server_address());
+                }
+                for k in &ended_keys {
+                    prop_assert!(book.by_public_key(k).is_none());
+                }
+            }
+        }
+    }
+}

@@ -212,6 +212,12 @@ impl LeaseService {
         &self.clock
     }
 
+    /// How many leases have ended, ever (the history table), if the store is open.
+    pub fn history_len(&self) -> Option<u64> {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        store.as_ref().and_then(|s| s.ended_count().ok())
+    }
+
     /// Can the store be read? (For health checks.)
     pub fn store_healthy(&self) -> bool {
         let store = self.store.read().unwrap_or_else(|e| e.into_inner());
