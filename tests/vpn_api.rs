@@ -651,3 +651,57 @@ async fn health_and_metrics_are_public() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_on_the_http_port_changes_nothing_and_crashes_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(BASE_TOML).await;
+    let a = s.get("/vpn_api/allocate").await.json();
+    let mut junk: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02\xff\xfe garbage\r\n\r\n".to_vec(),
+        b"GET\r\n\r\n".to_vec(),
+        b"GET /vpn_api/list HTTP/9.9\r\n\r\n".to_vec(),
+        b"POST /vpn_api/release HTTP/1.1\r\nContent-Length: -5\r\n\r\n".to_vec(),
+        b"POST /vpn_api/release HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000)).into_bytes(),
+        format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(200_000)).into_bytes(),
+        b"GET /vpn_api/status?ip=%zz%00%ff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    ];
+    // Deterministic pseudo-random bytes.
+    let mut x: u32 = 0x2545_f491;
+    for len in [1usize, 17, 512, 4096, 65_536] {
+        junk.push(
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect(),
+        );
+    }
+    for bytes in &junk {
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let _ = c.write_all(bytes).await;
+        let _ = c.shutdown().await;
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut reply)).await;
+        let text = String::from_utf8_lossy(&reply);
+        // Whatever hyper answered, it was not a success and not a crash.
+        assert!(
+            !text.contains("\"success\":true") || text.contains("statistics"),
+            "{text}"
+        );
+    }
+    let st = s.get("/vpn_api/status").await.json();
+    assert_eq!(st["statistics"]["keys_in_use"], 1);
+    let r = s
+        .post_json(
+            "/vpn_api/release",
+            &release_body(a["public_key"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    s.stop().await;
+}
