@@ -10,5 +10,6 @@ pub mod config;
 pub mod demo;
 pub mod lease;
 pub mod metrics;
+pub mod modem;
 pub mod store;
 pub mod wg;
