@@ -16,6 +16,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::lease::{LeaseService, PoolSpec};
 use crate::metrics::Metrics;
+use crate::modem::actor::{ModemSpec, Timing};
+use crate::modem::ladder::Limits;
+use crate::modem::profile::Profile;
+use crate::modem::service::ModemService;
 use crate::store::Store;
 
 /// Knobs that are not configuration: what tests and benchmarks change.
@@ -24,6 +28,9 @@ pub struct AppOptions {
     pub clock: Arc<dyn Clock>,
     /// How often the idle sweeper runs; default: a twentieth of `idle_release`, 100 ms to 5 s.
     pub sweep_every: Option<Duration>,
+    /// Multiplies every modem time (profile timeouts and waits, toggle limits, refresh):
+    /// simulated modems in tests and the demo answer in milliseconds. 1.0 for real modems.
+    pub modem_time_scale: f64,
 }
 
 impl Default for AppOptions {
@@ -31,12 +38,14 @@ impl Default for AppOptions {
         Self {
             clock: Arc::new(SystemClock),
             sweep_every: None,
+            modem_time_scale: 1.0,
         }
     }
 }
 
 pub struct App {
     pub leases: Arc<LeaseService>,
+    pub modems: Arc<ModemService>,
     pub metrics: Arc<Metrics>,
     /// Where the plain-HTTP listeners ended up (port 0 resolved).
     pub http_addrs: Vec<SocketAddr>,
@@ -92,6 +101,12 @@ impl App {
 
         let metrics = Arc::new(Metrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let modems = ModemService::start(
+            modem_specs(&config, options.modem_time_scale)?,
+            config.dongle.max_parallel_toggles,
+            Arc::clone(&options.clock),
+            shutdown_rx.clone(),
+        );
         let idle = config.vpn.idle_release.get();
         let sweep_every = options.sweep_every.unwrap_or_else(|| {
             (idle / 20).clamp(Duration::from_millis(100), Duration::from_secs(5))
@@ -101,6 +116,7 @@ impl App {
         let state = Arc::new(ApiState {
             config: Arc::clone(&config),
             leases: Arc::clone(&leases),
+            modems: Arc::clone(&modems),
             metrics: Arc::clone(&metrics),
             started,
         });
@@ -108,10 +124,11 @@ impl App {
 
         let book = leases.read();
         log::info!(
-            "edgeward {} ready in {} ms: {} pool(s), {} active lease(s), store {}",
+            "edgeward {} ready in {} ms: {} pool(s), {} modem(s), {} active lease(s), store {}",
             env!("CARGO_PKG_VERSION"),
             started.elapsed().as_millis(),
             book.pools().len(),
+            config.modems.len(),
             book.active_count(),
             config.store.path.display()
         );
@@ -127,6 +144,7 @@ impl App {
         );
         Ok(Self {
             leases,
+            modems,
             metrics,
             http_addrs,
             https_addrs,
@@ -141,8 +159,45 @@ impl App {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
         let _ = self.sweeper.await;
+        self.modems.join().await;
         let leases = self.leases;
         let _ = tokio::task::spawn_blocking(move || leases.shutdown()).await;
         log::info!("edgeward stopped");
     }
+}
+
+/// One actor spec per `[[modem]]`, with profile files read and times scaled.
+fn modem_specs(config: &Config, scale: f64) -> anyhow::Result<Vec<ModemSpec>> {
+    let scaled = |d: Duration| d.mul_f64(scale);
+    let defaults = Timing::default();
+    let limits = Limits {
+        max_total: config.dongle.toggle_timeout.get(),
+        poll_interval: scaled(defaults.limits.poll_interval),
+        query_timeout: scaled(defaults.limits.query_timeout),
+        port_return: scaled(defaults.limits.port_return),
+        ..defaults.limits.clone()
+    };
+    config
+        .modems
+        .iter()
+        .map(|m| {
+            let profile = Profile::resolve(&m.profile)
+                .with_context(|| format!("modem {}: profile {:?}", m.number, m.profile))?
+                .scaled(scale);
+            Ok(ModemSpec {
+                number: m.number,
+                port: m.port.clone(),
+                profile,
+                netdev: m.netdev.clone(),
+                apn: m.apn.clone().unwrap_or_default(),
+                ip_check_url: m.ip_check_url.clone(),
+                timing: Timing {
+                    limits: limits.clone(),
+                    refresh_every: scaled(defaults.refresh_every),
+                    reopen_backoff_max: scaled(defaults.reopen_backoff_max)
+                        .max(Duration::from_millis(50)),
+                },
+            })
+        })
+        .collect()
 }

@@ -162,12 +162,18 @@ pub struct PoolConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DongleConfig {
     pub heartbeat_timeout: HumaneDuration,
+    /// Most modems toggling at the same time (more get 429 with Retry-After).
+    pub max_parallel_toggles: usize,
+    /// Longest a toggle may take, all ladder steps included, before it answers 500.
+    pub toggle_timeout: HumaneDuration,
 }
 
 impl Default for DongleConfig {
     fn default() -> Self {
         Self {
             heartbeat_timeout: HumaneDuration(Duration::from_secs(300)),
+            max_parallel_toggles: 4,
+            toggle_timeout: HumaneDuration(Duration::from_secs(300)),
         }
     }
 }
@@ -459,6 +465,15 @@ impl Config {
                 }
             }
         }
+        if self.dongle.max_parallel_toggles == 0 {
+            bad(
+                "dongle.max_parallel_toggles".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.dongle.toggle_timeout.get() < Duration::from_secs(1) {
+            bad("dongle.toggle_timeout".into(), "must be at least 1s".into());
+        }
         let mut numbers = HashSet::new();
         for (i, modem) in self.modems.iter().enumerate() {
             let key = |k: &str| format!("modem[{i}].{k}");
@@ -482,6 +497,15 @@ impl Config {
             }
             if modem.profile.trim().is_empty() {
                 bad(key("profile"), "must name a modem profile".into());
+            } else if let Err(e) = crate::modem::profile::Profile::resolve(&modem.profile) {
+                let builtin: Vec<&str> = crate::modem::profile::Profile::builtin_names().collect();
+                bad(
+                    key("profile"),
+                    format!(
+                        "{e} (built-in profiles: {}; or the path of a profile file)",
+                        builtin.join(", ")
+                    ),
+                );
             }
             if modem.netdev.trim().is_empty() {
                 bad(

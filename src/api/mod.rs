@@ -5,6 +5,7 @@
 //! to the store. [`serve`] takes already-bound listeners and a shutdown signal, so tests run a
 //! real server on `127.0.0.1:0`.
 
+mod dongle;
 pub mod error;
 pub mod http;
 mod public;
@@ -31,6 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Config;
 use crate::lease::LeaseService;
 use crate::metrics::Metrics;
+use crate::modem::service::ModemService;
 use error::{ApiError, Family};
 use http::{client_ip, error_response, read_body, request_id, Body, Ctx};
 
@@ -43,6 +45,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ApiState {
     pub config: Arc<Config>,
     pub leases: Arc<LeaseService>,
+    pub modems: Arc<ModemService>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
 }
@@ -249,6 +252,8 @@ async fn dispatch(state: &ApiState, ctx: &Ctx, req: &Req) -> Result<Response<Bod
     let segments: Vec<&str> = trimmed.split('/').collect();
     match segments.as_slice() {
         ["vpn_api", rest @ ..] => vpn::route(state, ctx, req, rest).await,
+        ["toggle" | "toggle-status", ..] => dongle::route(state, req, &segments).await,
+        ["api", "modems", ..] => dongle::modems(state, req, &segments),
         _ => public::route(state, req, &segments),
     }
 }

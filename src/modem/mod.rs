@@ -10,7 +10,11 @@
 //! - [`profile`]: vendor profiles as data (`config/modems/*.toml`), loaded and validated.
 //! - [`ladder`]: the IP toggle ladder (soft, airplane, reset) as a state machine.
 
+pub mod actor;
 pub mod at;
+pub mod ipcheck;
 pub mod ladder;
 pub mod parse;
+pub mod port;
 pub mod profile;
+pub mod service;

@@ -278,6 +278,50 @@ impl Profile {
         Ok(all)
     }
 
+    /// A built-in profile by name, or a profile file by path (a value containing `/` or
+    /// ending in `.toml`): how `[[modem]] profile` is read.
+    pub fn resolve(name_or_path: &str) -> Result<Self, ProfileError> {
+        if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+            let text = std::fs::read_to_string(name_or_path).map_err(|e| {
+                ProfileError::Toml(format!("cannot read profile file {name_or_path}: {e}"))
+            })?;
+            return Self::from_toml(&text);
+        }
+        Self::builtin(name_or_path)
+    }
+
+    /// The same profile with every duration multiplied by `factor`: simulated modems in tests
+    /// and the demo answer in milliseconds, not the seconds real modems need.
+    pub fn scaled(mut self, factor: f64) -> Self {
+        let f = |d: &mut Duration| *d = d.mul_f64(factor);
+        let cmd = |c: &mut Command| {
+            f(&mut c.timeout);
+            f(&mut c.pause);
+        };
+        self.port.setup.iter_mut().for_each(cmd);
+        let q = &mut self.queries;
+        for query in q
+            .registration
+            .iter_mut()
+            .chain(q.signal.iter_mut())
+            .chain(q.operator.iter_mut())
+            .chain(q.address.iter_mut())
+            .chain(q.identity.iter_mut())
+        {
+            f(&mut query.timeout);
+        }
+        for step in &mut self.ladder {
+            step.commands.iter_mut().for_each(cmd);
+            step.redial.iter_mut().for_each(cmd);
+            f(&mut step.settle);
+            f(&mut step.wait_address);
+            if let Some(w) = step.wait_registration.as_mut() {
+                f(w);
+            }
+        }
+        self
+    }
+
     /// Names of the built-in profiles.
     pub fn builtin_names() -> impl Iterator<Item = &'static str> {
         BUILTINS.iter().map(|(name, _)| *name)

@@ -102,6 +102,7 @@ pub async fn start_app(toml: &str, store: &Path, clock: &Arc<ManualClock>) -> Ap
         AppOptions {
             clock: clock.clone(),
             sweep_every: Some(Duration::from_millis(20)),
+            modem_time_scale: 0.01,
         },
     )
     .await

@@ -1,0 +1,649 @@
+//! One actor per `[[modem]]`: the only owner of its serial port.
+//!
+//! It opens the port (reopening with backoff when the device vanishes — modem reset, USB
+//! re-enumeration — and never spinning on EOF), runs the profile's setup and identity queries,
+//! reads all the time (URCs update registration), refreshes status periodically, and runs
+//! toggles by driving the pure [`Ladder`] with real commands. Its state is published in a
+//! [`ModemStatus`] that the HTTP side reads without talking to the actor.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use super::ipcheck;
+use super::ladder::{Action, Ladder, Limits, Outcome};
+use super::parse::{self, Category, Parsed, RegStat};
+use super::port::{open_serial, AtPort, PortError};
+use super::profile::{Profile, Query, Vars};
+use crate::clock::{Clock, UnixMillis};
+
+/// Everything an actor needs to know about its modem.
+#[derive(Debug, Clone)]
+pub struct ModemSpec {
+    pub number: u32,
+    pub port: PathBuf,
+    pub profile: Profile,
+    pub netdev: String,
+    pub apn: String,
+    pub ip_check_url: Option<String>,
+    pub timing: Timing,
+}
+
+/// Time knobs; production uses the defaults, tests and the demo shrink them.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub limits: Limits,
+    /// How often registration, signal, operator and address are queried while idle.
+    pub refresh_every: Duration,
+    /// Longest wait between attempts to reopen a vanished port.
+    pub reopen_backoff_max: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            refresh_every: Duration::from_secs(30),
+            reopen_backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The last toggle's result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToggleRecord {
+    pub started_at: UnixMillis,
+    pub elapsed_ms: u64,
+    pub success: bool,
+    pub ip: Option<IpAddr>,
+    pub previous_ip: Option<IpAddr>,
+    /// The rung that changed the address.
+    pub step: Option<String>,
+    pub attempts: u32,
+    pub reason: Option<String>,
+}
+
+/// A toggle in progress.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToggleProgress {
+    pub started_at: UnixMillis,
+    pub step: Option<String>,
+    pub kind: Option<String>,
+    pub attempt: Option<u32>,
+    pub activity: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct SignalStatus {
+    pub tech: Option<String>,
+    pub rssi_dbm: Option<f64>,
+    pub rsrp_dbm: Option<f64>,
+    pub rsrq_db: Option<f64>,
+    pub sinr_db: Option<f64>,
+}
+
+/// What operators see of a modem.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModemStatus {
+    pub number: u32,
+    pub port: String,
+    pub profile: String,
+    pub netdev: String,
+    /// `open`, or `absent` while the device is gone.
+    pub port_state: &'static str,
+    pub port_error: Option<String>,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub revision: Option<String>,
+    pub imei: Option<String>,
+    pub iccid: Option<String>,
+    pub registration: Option<&'static str>,
+    pub operator: Option<String>,
+    pub signal: Option<SignalStatus>,
+    pub ip: Option<IpAddr>,
+    pub toggle: Option<ToggleProgress>,
+    pub last_toggle: Option<ToggleRecord>,
+    pub toggle_count: u64,
+    pub toggle_failures: u64,
+    pub port_opens: u64,
+    pub garbage_lines: u64,
+}
+
+pub fn reg_name(stat: RegStat) -> &'static str {
+    match stat {
+        RegStat::NotRegistered => "not_registered",
+        RegStat::Home => "home",
+        RegStat::Searching => "searching",
+        RegStat::Denied => "denied",
+        RegStat::Unknown => "unknown",
+        RegStat::Roaming => "roaming",
+        RegStat::EmergencyOnly => "emergency_only",
+    }
+}
+
+pub(super) struct ToggleRequest {
+    pub reply: oneshot::Sender<Outcome>,
+    /// Held until the toggle ends, even if the HTTP client went away.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// The HTTP side's view of one actor.
+#[derive(Clone)]
+pub struct ModemHandle {
+    pub number: u32,
+    pub(super) status: Arc<Mutex<ModemStatus>>,
+    pub(super) requests: mpsc::Sender<ToggleRequest>,
+    /// Set while a toggle is queued or running (one at a time per modem).
+    pub(super) busy: Arc<AtomicBool>,
+}
+
+impl ModemHandle {
+    pub fn status(&self) -> ModemStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Starts the actor for `spec`; it runs until `shutdown` turns true.
+pub fn spawn(
+    spec: ModemSpec,
+    clock: Arc<dyn Clock>,
+    shutdown: watch::Receiver<bool>,
+) -> (ModemHandle, tokio::task::JoinHandle<()>) {
+    let status = Arc::new(Mutex::new(ModemStatus {
+        number: spec.number,
+        port: spec.port.display().to_string(),
+        profile: spec.profile.name.clone(),
+        netdev: spec.netdev.clone(),
+        port_state: "absent",
+        port_error: None,
+        manufacturer: None,
+        model: None,
+        revision: None,
+        imei: None,
+        iccid: None,
+        registration: None,
+        operator: None,
+        signal: None,
+        ip: None,
+        toggle: None,
+        last_toggle: None,
+        toggle_count: 0,
+        toggle_failures: 0,
+        port_opens: 0,
+        garbage_lines: 0,
+    }));
+    let (tx, rx) = mpsc::channel(4);
+    let busy = Arc::new(AtomicBool::new(false));
+    let handle = ModemHandle {
+        number: spec.number,
+        status: Arc::clone(&status),
+        requests: tx,
+        busy: Arc::clone(&busy),
+    };
+    let vars = spec.profile.vars(&spec.apn);
+    let actor = Actor {
+        spec,
+        vars,
+        status,
+        busy,
+        port: None,
+        clock,
+        requests: rx,
+        shutdown,
+    };
+    (handle, tokio::spawn(actor.run()))
+}
+
+struct Actor {
+    spec: ModemSpec,
+    vars: Vars,
+    status: Arc<Mutex<ModemStatus>>,
+    busy: Arc<AtomicBool>,
+    port: Option<AtPort>,
+    clock: Arc<dyn Clock>,
+    requests: mpsc::Receiver<ToggleRequest>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Actor {
+    fn publish(&self, f: impl FnOnce(&mut ModemStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        let mut next_refresh = Instant::now();
+        loop {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            if !self.port_open() {
+                if self.try_open().await {
+                    backoff = Duration::from_millis(100);
+                    next_refresh = Instant::now() + self.spec.timing.refresh_every;
+                    continue;
+                }
+                // Absent: wait for the device, but keep answering requests.
+                let wake = Instant::now() + backoff;
+                backoff = (backoff * 2).min(self.spec.timing.reopen_backoff_max);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => {}
+                    Some(req) = self.requests.recv() => self.refuse_absent(req),
+                    _ = self.shutdown.changed() => return,
+                }
+                continue;
+            }
+            let Some(port) = self.port.as_mut() else {
+                continue;
+            };
+            tokio::select! {
+                r = port.idle_until(next_refresh) => {
+                    self.handle_urcs(None);
+                    match r {
+                        Ok(()) => {
+                            self.refresh().await;
+                            next_refresh = Instant::now() + self.spec.timing.refresh_every;
+                        }
+                        Err(_) => self.port_gone("the device went away"),
+                    }
+                }
+                Some(req) = self.requests.recv() => {
+                    self.toggle(req).await;
+                    next_refresh = Instant::now() + self.spec.timing.refresh_every;
+                }
+                _ = self.shutdown.changed() => return,
+            }
+        }
+    }
+
+    fn port_open(&self) -> bool {
+        self.port.as_ref().is_some_and(AtPort::is_open)
+    }
+
+    fn port_gone(&mut self, why: &str) {
+        if let Some(port) = self.port.take() {
+            self.publish(|s| s.garbage_lines += port.stats.garbage_lines);
+        }
+        log::warn!(
+            "modem {}: port {} lost: {why}",
+            self.spec.number,
+            self.spec.port.display()
+        );
+        self.publish(|s| {
+            s.port_state = "absent";
+            s.port_error = Some(why.to_owned());
+        });
+    }
+
+    /// Opens and prepares the port; false if it is not there (yet).
+    async fn try_open(&mut self) -> bool {
+        match open_serial(&self.spec.port) {
+            Ok(stream) => {
+                self.port = Some(AtPort::new(stream));
+                self.publish(|s| {
+                    s.port_state = "open";
+                    s.port_error = None;
+                    s.port_opens += 1;
+                });
+                log::info!(
+                    "modem {}: port {} open",
+                    self.spec.number,
+                    self.spec.port.display()
+                );
+                self.prepare().await;
+                self.port_open()
+            }
+            Err(e) => {
+                self.publish(|s| {
+                    s.port_state = "absent";
+                    s.port_error = Some(e.to_string());
+                });
+                false
+            }
+        }
+    }
+
+    /// Port setup, identity, then a first status refresh.
+    async fn prepare(&mut self) {
+        for cmd in self.spec.profile.setup_for(&self.vars) {
+            let Some(port) = self.port.as_mut() else {
+                return;
+            };
+            match port.command(&cmd.cmd, cmd.timeout).await {
+                Ok(r) if r.result.is_ok() || cmd.ignore_error => {}
+                Ok(r) => log::warn!(
+                    "modem {}: setup {} answered {}",
+                    self.spec.number,
+                    cmd.cmd,
+                    r.result
+                ),
+                Err(PortError::Gone) => return self.port_gone("gone during setup"),
+                Err(e) => log::warn!("modem {}: setup {}: {e}", self.spec.number, cmd.cmd),
+            }
+        }
+        let identity_queries = self.spec.profile.queries.identity.clone();
+        for q in identity_queries {
+            if let Some(Parsed::Identity(id)) = self.query(&q).await {
+                self.publish(|s| {
+                    s.manufacturer = id.manufacturer.or(s.manufacturer.take());
+                    s.model = id.model.or(s.model.take());
+                    s.revision = id.revision.or(s.revision.take());
+                    s.imei = id.imei.or(s.imei.take());
+                    s.iccid = id.iccid.or(s.iccid.take());
+                });
+            }
+        }
+        self.refresh().await;
+    }
+
+    /// Runs one query; `None` if it failed or did not parse.
+    async fn query(&mut self, q: &Query) -> Option<Parsed> {
+        let port = self.port.as_mut()?;
+        match port.command(&q.render(&self.vars), q.timeout).await {
+            Ok(r) if r.result.is_ok() => parse::parse(q.parser, &r.lines).ok(),
+            Ok(_) => None,
+            Err(PortError::Gone) => {
+                self.port_gone("gone during a query");
+                None
+            }
+            Err(PortError::Timeout(_)) => None,
+        }
+    }
+
+    /// The first answer that parses among a category's queries.
+    async fn first(&mut self, category: Category) -> Option<Parsed> {
+        let queries = match category {
+            Category::Registration => self.spec.profile.queries.registration.clone(),
+            Category::Signal => self.spec.profile.queries.signal.clone(),
+            Category::Operator => self.spec.profile.queries.operator.clone(),
+            Category::Address => self.spec.profile.queries.address.clone(),
+            Category::Identity => self.spec.profile.queries.identity.clone(),
+        };
+        for q in &queries {
+            if let Some(p) = self.query(q).await {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    async fn registration(&mut self) -> Option<RegStat> {
+        match self.first(Category::Registration).await {
+            Some(Parsed::Registration(r)) => {
+                self.publish(|s| s.registration = Some(reg_name(r.stat)));
+                Some(r.stat)
+            }
+            _ => None,
+        }
+    }
+
+    /// The modem's own address (PDP context), from the profile's address queries.
+    async fn modem_address(&mut self) -> Option<IpAddr> {
+        match self.first(Category::Address).await {
+            Some(Parsed::Address(a)) => a.primary(),
+            _ => None,
+        }
+    }
+
+    /// The address the toggle is about: public (via `ip_check_url`) when configured.
+    async fn current_address(&mut self) -> Option<IpAddr> {
+        let ip = match &self.spec.ip_check_url {
+            Some(url) => {
+                let timeout = self.spec.timing.limits.query_timeout;
+                match ipcheck::public_ip(url, &self.spec.netdev, timeout).await {
+                    Ok(ip) => Some(ip),
+                    Err(e) => {
+                        log::debug!("modem {}: ip check: {e}", self.spec.number);
+                        None
+                    }
+                }
+            }
+            None => self.modem_address().await,
+        };
+        self.publish(|s| s.ip = ip);
+        ip
+    }
+
+    async fn refresh(&mut self) {
+        self.registration().await;
+        if let Some(Parsed::Signal(sig)) = self.first(Category::Signal).await {
+            self.publish(|s| {
+                s.signal = Some(SignalStatus {
+                    tech: sig.tech,
+                    rssi_dbm: sig.rssi_dbm,
+                    rsrp_dbm: sig.rsrp_dbm,
+                    rsrq_db: sig.rsrq_db,
+                    sinr_db: sig.sinr_db,
+                })
+            });
+        }
+        if let Some(Parsed::Operator(op)) = self.first(Category::Operator).await {
+            self.publish(|s| s.operator = op.name);
+        }
+        if self.spec.ip_check_url.is_none() {
+            let ip = self.modem_address().await;
+            self.publish(|s| s.ip = ip);
+        }
+    }
+
+    /// Registration URCs update the status and, during a toggle, feed the ladder.
+    fn handle_urcs(&mut self, mut ladder: Option<&mut Ladder>) {
+        let Some(port) = self.port.as_mut() else {
+            return;
+        };
+        for line in port.take_urcs() {
+            if let Ok(reg) = parse::registration_urc(&line) {
+                self.publish(|s| s.registration = Some(reg_name(reg.stat)));
+                if let Some(l) = ladder.as_deref_mut() {
+                    l.on_registration(reg.stat, std::time::Instant::now());
+                }
+            }
+        }
+    }
+
+    fn refuse_absent(&mut self, req: ToggleRequest) {
+        let reason = format!(
+            "modem port {} is not available: {}",
+            self.spec.port.display(),
+            self.status().port_error.unwrap_or_else(|| "absent".into())
+        );
+        self.finish_toggle(
+            self.clock.now_ms(),
+            None,
+            Outcome::Failed {
+                reason,
+                attempts: 0,
+                elapsed: Duration::ZERO,
+            },
+            req,
+        );
+    }
+
+    fn status(&self) -> ModemStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn toggle(&mut self, req: ToggleRequest) {
+        let started_ms = self.clock.now_ms();
+        self.publish(|s| {
+            s.toggle = Some(ToggleProgress {
+                started_at: started_ms,
+                step: None,
+                kind: None,
+                attempt: None,
+                activity: "reading the current address".into(),
+            })
+        });
+        let old_ip = self.current_address().await;
+        let limits = Limits {
+            require_public: self.spec.ip_check_url.is_some(),
+            ..self.spec.timing.limits.clone()
+        };
+        let steps = self.spec.profile.ladder_for(&self.vars);
+        let mut ladder = Ladder::new(steps, old_ip, limits, std::time::Instant::now());
+        log::info!(
+            "modem {}: toggle started (address {:?})",
+            self.spec.number,
+            old_ip
+        );
+        let outcome = loop {
+            if let Some(p) = ladder.current_step() {
+                self.publish(|s| {
+                    if let Some(t) = s.toggle.as_mut() {
+                        t.step = Some(p.name.clone());
+                        t.kind = Some(p.kind.as_str().to_owned());
+                        t.attempt = Some(p.attempt);
+                        t.activity = p.activity.clone();
+                    }
+                });
+            }
+            let now = std::time::Instant::now();
+            match ladder.poll_action(now) {
+                Some(Action::Done(outcome)) => break outcome,
+                Some(Action::Send { cmd, timeout }) => {
+                    let Some(port) = self.port.as_mut() else {
+                        ladder.on_port_gone(now);
+                        continue;
+                    };
+                    let r = port.command(&cmd, timeout).await;
+                    self.handle_urcs(Some(&mut ladder));
+                    let now = std::time::Instant::now();
+                    match r {
+                        Ok(resp) => ladder.on_response(resp.result, now),
+                        Err(PortError::Timeout(_)) => ladder.on_timeout(now),
+                        Err(PortError::Gone) => {
+                            self.port_gone("gone during a toggle");
+                            ladder.on_port_gone(now);
+                        }
+                    }
+                }
+                Some(Action::Wait { until }) => {
+                    self.wait_during_toggle(&mut ladder, Instant::from_std(until))
+                        .await
+                }
+                Some(Action::QueryRegistration) => {
+                    let stat = self.registration().await;
+                    self.handle_urcs(Some(&mut ladder));
+                    let now = std::time::Instant::now();
+                    match (stat, self.port_open()) {
+                        (Some(stat), _) => ladder.on_registration(stat, now),
+                        (None, true) => ladder.on_timeout(now),
+                        (None, false) => ladder.on_port_gone(now),
+                    }
+                }
+                Some(Action::QueryAddress) => {
+                    let ip = self.current_address().await;
+                    let now = std::time::Instant::now();
+                    if self.port_open() || self.spec.ip_check_url.is_some() {
+                        ladder.on_address(ip, now);
+                    } else {
+                        ladder.on_port_gone(now);
+                    }
+                }
+                // An answer is outstanding but none is coming: treat as silence. The ladder
+                // never asks this of a sequential shell; the sleep keeps a bug from spinning.
+                None => {
+                    ladder.on_timeout(now);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        self.finish_toggle(started_ms, old_ip, outcome, req);
+    }
+
+    /// Waits until `until`, reading URCs, or — while the port is gone — trying to get it back.
+    async fn wait_during_toggle(&mut self, ladder: &mut Ladder, until: Instant) {
+        if let Some(port) = self.port.as_mut().filter(|p| p.is_open()) {
+            let r = port.idle_until(until).await;
+            self.handle_urcs(Some(ladder));
+            if r.is_err() {
+                self.port_gone("gone during a toggle");
+                ladder.on_port_gone(std::time::Instant::now());
+            }
+            return;
+        }
+        while Instant::now() < until {
+            if self.try_open().await {
+                ladder.on_port_back(std::time::Instant::now());
+                return;
+            }
+            tokio::time::sleep_until(until.min(Instant::now() + Duration::from_millis(200))).await;
+        }
+    }
+
+    fn finish_toggle(
+        &mut self,
+        started_ms: UnixMillis,
+        old_ip: Option<IpAddr>,
+        outcome: Outcome,
+        req: ToggleRequest,
+    ) {
+        let record = match &outcome {
+            Outcome::Changed {
+                ip,
+                step,
+                attempts,
+                elapsed,
+                ..
+            } => {
+                log::info!(
+                    "modem {}: new address {ip} after {step} ({elapsed:?})",
+                    self.spec.number
+                );
+                ToggleRecord {
+                    started_at: started_ms,
+                    elapsed_ms: elapsed.as_millis() as u64,
+                    success: true,
+                    ip: Some(*ip),
+                    previous_ip: old_ip,
+                    step: Some(step.clone()),
+                    attempts: *attempts,
+                    reason: None,
+                }
+            }
+            Outcome::Failed {
+                reason,
+                attempts,
+                elapsed,
+            } => {
+                log::warn!("modem {}: toggle failed: {reason}", self.spec.number);
+                ToggleRecord {
+                    started_at: started_ms,
+                    elapsed_ms: elapsed.as_millis() as u64,
+                    success: false,
+                    ip: None,
+                    previous_ip: old_ip,
+                    step: None,
+                    attempts: *attempts,
+                    reason: Some(reason.clone()),
+                }
+            }
+        };
+        self.publish(|s| {
+            s.toggle = None;
+            s.toggle_count += 1;
+            if !record.success {
+                s.toggle_failures += 1;
+            }
+            if let Some(ip) = record.ip {
+                s.ip = Some(ip);
+            }
+            s.last_toggle = Some(record);
+        });
+        self.busy.store(false, Ordering::Release);
+        drop(req.permit);
+        let _ = req.reply.send(outcome);
+    }
+}

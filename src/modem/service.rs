@@ -1,0 +1,156 @@
+//! The modem service: every modem's actor, and the rules for toggling them.
+//!
+//! One toggle at a time per modem (a second gets [`ToggleError::Busy`], the seed's 409), and at
+//! most `max_parallel` toggles at once across all modems (beyond that
+//! [`ToggleError::TooMany`], a 429 with `Retry-After`). A toggle runs to its end inside the
+//! modem's actor even if the HTTP client gives up; its slot is freed only then.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::actor::{self, ModemHandle, ModemSpec, ModemStatus, ToggleRequest};
+use super::ladder::Outcome;
+use crate::clock::Clock;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToggleError {
+    #[error("Dongle {0} not found")]
+    NotFound(u32),
+    #[error("Toggle in progress")]
+    Busy,
+    #[error("Too many toggles in progress")]
+    TooMany { retry_after: Duration },
+    #[error("Toggle failed")]
+    Failed { reason: String },
+}
+
+/// A toggle that changed the address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toggled {
+    pub ip: IpAddr,
+    pub previous_ip: Option<IpAddr>,
+    pub step: String,
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+pub struct ModemService {
+    modems: BTreeMap<u32, ModemHandle>,
+    slots: Arc<Semaphore>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ModemService {
+    pub fn start(
+        specs: Vec<ModemSpec>,
+        max_parallel: usize,
+        clock: Arc<dyn Clock>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        let mut modems = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for spec in specs {
+            let (handle, task) = actor::spawn(spec, Arc::clone(&clock), shutdown.clone());
+            modems.insert(handle.number, handle);
+            tasks.push(task);
+        }
+        Arc::new(Self {
+            modems,
+            slots: Arc::new(Semaphore::new(max_parallel.max(1))),
+            tasks: std::sync::Mutex::new(tasks),
+        })
+    }
+
+    pub fn numbers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.modems.keys().copied()
+    }
+
+    pub fn status(&self, number: u32) -> Option<ModemStatus> {
+        self.modems.get(&number).map(ModemHandle::status)
+    }
+
+    pub fn list(&self) -> Vec<ModemStatus> {
+        self.modems.values().map(ModemHandle::status).collect()
+    }
+
+    /// Changes modem `number`'s public address; returns once it really changed or failed.
+    pub async fn toggle(&self, number: u32) -> Result<Toggled, ToggleError> {
+        let modem = self
+            .modems
+            .get(&number)
+            .ok_or(ToggleError::NotFound(number))?;
+        if modem
+            .busy
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(ToggleError::Busy);
+        }
+        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            modem.busy.store(false, Ordering::Release);
+            return Err(ToggleError::TooMany {
+                retry_after: self.retry_after(),
+            });
+        };
+        let (reply, answer) = oneshot::channel();
+        if modem
+            .requests
+            .send(ToggleRequest { reply, permit })
+            .await
+            .is_err()
+        {
+            modem.busy.store(false, Ordering::Release);
+            return Err(ToggleError::Failed {
+                reason: "edgeward is shutting down".into(),
+            });
+        }
+        match answer.await {
+            Ok(Outcome::Changed {
+                ip,
+                step,
+                attempts,
+                elapsed,
+                ..
+            }) => Ok(Toggled {
+                ip,
+                previous_ip: modem.status().last_toggle.and_then(|t| t.previous_ip),
+                step,
+                attempts,
+                elapsed,
+            }),
+            Ok(Outcome::Failed { reason, .. }) => Err(ToggleError::Failed { reason }),
+            Err(_) => Err(ToggleError::Failed {
+                reason: "edgeward is shutting down".into(),
+            }),
+        }
+    }
+
+    /// A hint for clients refused by the global cap: the typical toggle time seen so far.
+    fn retry_after(&self) -> Duration {
+        let times: Vec<u64> = self
+            .modems
+            .values()
+            .filter_map(|m| m.status().last_toggle.map(|t| t.elapsed_ms))
+            .collect();
+        let avg = times
+            .iter()
+            .sum::<u64>()
+            .checked_div(times.len() as u64)
+            .unwrap_or(5_000);
+        Duration::from_millis(avg).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    /// Waits for every actor to stop (after shutdown was signalled).
+    pub async fn join(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
