@@ -1,29 +1,73 @@
-//! `edgeward demo`: a ready-made configuration on a temporary store, no hardware, no root.
+//! `edgeward demo`: a ready-made configuration on a temporary store with three simulated LTE
+//! modems on PTYs — no hardware, no root.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ModemConfig};
+use crate::modem::sim::{LineEnding, SimConfig, SimModem};
 
 /// The demo's configuration, embedded from `config/demo.toml`.
 pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
 
-/// The demo configuration with its store under `dir` and, if given, another listener.
-pub fn config(dir: &Path, listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
+/// Simulated modems answer at once, so profile waits are cut to a tenth: a toggle takes about
+/// a second instead of the half minute a real modem needs.
+pub const MODEM_TIME_SCALE: f64 = 0.1;
+
+/// The simulated modems: dongle number and vendor profile.
+const MODEMS: [(u32, &str); 3] = [(17, "quectel"), (18, "huawei"), (19, "simcom")];
+
+/// A demo ready to run: its configuration and the simulators it points at (they stop when
+/// dropped).
+pub struct Demo {
+    pub config: Config,
+    pub modems: Vec<SimModem>,
+}
+
+/// Builds the demo under `dir`: store, simulated modem ports, and optionally another listener.
+pub fn start(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<Demo> {
     let mut config = Config::from_toml_str_only(DEMO_TOML)?;
     config.store.path = dir.join("demo.redb");
     if let Some(addr) = listen {
         config.api.listen = vec![addr];
     }
+    let mut modems = Vec::new();
+    for (i, (number, profile)) in MODEMS.into_iter().enumerate() {
+        let port = dir.join(format!("ttyDEMO{number}"));
+        let sim = SimModem::start(
+            &port,
+            SimConfig {
+                profile: profile.to_owned(),
+                echo: true,
+                line_ending: LineEnding::CrLf,
+                initial_ip: Ipv4Addr::new(100, 64, 17, 10 + i as u8),
+                registration_delay: Duration::from_millis(300),
+                reply_delay: Duration::from_millis(5),
+                reset_downtime: Duration::from_secs(1),
+                urc_noise: true,
+                seed: u64::from(number),
+            },
+        )?;
+        config.modems.push(ModemConfig {
+            number,
+            port,
+            profile: profile.to_owned(),
+            netdev: format!("wwan{number}"),
+            apn: Some("internet".to_owned()),
+            ip_check_url: None,
+        });
+        modems.push(sim);
+    }
     config.validate()?;
-    Ok(config)
+    Ok(Demo { config, modems })
 }
 
 /// What to try, printed at start.
 pub fn banner(addr: SocketAddr) -> String {
     let base = format!("http://{addr}");
     format!(
-        "\nedgeward demo is running at {base} (temporary store; Ctrl-C to stop)\n\n\
+        "\nedgeward demo is running at {base} (temporary store, simulated modems 17-19; Ctrl-C to stop)\n\n\
          Try:\n\
          \x20 curl {base}/vpn_api/list\n\
          \x20 curl {base}/vpn_api/allocate\n\
@@ -31,6 +75,9 @@ pub fn banner(addr: SocketAddr) -> String {
          \x20 curl {base}/vpn_api/status\n\
          \x20 curl -X POST {base}/vpn_api/release -H 'Content-Type: application/json' \\\n\
          \x20      -d '{{\"public_key\": \"<public_key from allocate>\"}}'\n\
+         \x20 curl {base}/toggle/17            # change modem 17's IP\n\
+         \x20 curl {base}/toggle-status/17\n\
+         \x20 curl {base}/api/modems\n\
          \x20 curl {base}/api/health\n\
          \x20 curl {base}/metrics\n\n\
          Client flows: ../shared/acceptance/vpn_bash_flow.sh {base}\n"

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Serve { config } => Config::load(&config)
             .map_err(anyhow::Error::from)
-            .and_then(|c| run(c, None)),
+            .and_then(|c| run(c, AppOptions::default(), None)),
         Command::Demo { listen } => demo(listen),
     };
     match result {
@@ -86,24 +86,31 @@ fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("edgeward-demo-")
         .tempdir()?;
-    let config = edgeward::demo::config(dir.path(), Some(listen))?;
-    run(
-        config,
+    let demo = edgeward::demo::start(dir.path(), Some(listen))?;
+    let options = AppOptions {
+        modem_time_scale: edgeward::demo::MODEM_TIME_SCALE,
+        ..AppOptions::default()
+    };
+    let result = run(
+        demo.config.clone(),
+        options,
         Some(&|app: &App| {
             if let Some(addr) = app.http_addrs.first() {
                 println!("{}", edgeward::demo::banner(*addr));
             }
         }),
-    )
+    );
+    drop(demo);
+    result
 }
 
-fn run(config: Config, on_ready: Option<&dyn Fn(&App)>) -> anyhow::Result<()> {
+fn run(config: Config, options: AppOptions, on_ready: Option<&dyn Fn(&App)>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("edgeward")
         .build()?;
     runtime.block_on(async {
-        let app = App::start(config, AppOptions::default()).await?;
+        let app = App::start(config, options).await?;
         if let Some(f) = on_ready {
             f(&app);
         }

@@ -165,7 +165,8 @@ pub struct Ladder {
     attempt_in_step: u32,
     attempts: u32,
     phase: Phase,
-    last_failure: Option<String>,
+    /// Why each rung run failed, in order, for the final reason.
+    failures: Vec<String>,
 }
 
 /// Bound on internal transitions per poll; each transition either emits an action or moves to a
@@ -185,7 +186,7 @@ impl Ladder {
             attempt_in_step: 1,
             attempts: 0,
             phase: Phase::Start,
-            last_failure: None,
+            failures: Vec::new(),
         }
     }
 
@@ -231,15 +232,17 @@ impl Ladder {
                 return Some(Action::Done(outcome.clone()));
             }
             if now >= self.deadline() {
-                let reason = match &self.last_failure {
-                    Some(last) => format!(
-                        "toggle did not finish within {} (last: {last})",
-                        format_duration(self.limits.max_total)
-                    ),
-                    None => format!(
+                let reason = if self.failures.is_empty() {
+                    format!(
                         "toggle did not finish within {}",
                         format_duration(self.limits.max_total)
-                    ),
+                    )
+                } else {
+                    format!(
+                        "toggle did not finish within {} ({})",
+                        format_duration(self.limits.max_total),
+                        self.failure_summary()
+                    )
                 };
                 self.fail(reason, now);
                 continue;
@@ -553,17 +556,18 @@ impl Ladder {
 
     fn start_step(&mut self, now: Instant) {
         if self.step >= self.steps.len() {
-            let reason = self
-                .last_failure
-                .clone()
-                .unwrap_or_else(|| "no toggle steps configured".to_string());
+            let reason = if self.failures.is_empty() {
+                "no toggle steps configured".to_string()
+            } else {
+                self.failure_summary()
+            };
             self.fail(reason, now);
             return;
         }
         if self.attempts >= self.limits.max_attempts {
-            let last = self.last_failure.clone().unwrap_or_default();
+            let why = self.failure_summary();
             self.fail(
-                format!("gave up after {} attempts: {last}", self.attempts),
+                format!("gave up after {} attempts: {why}", self.attempts),
                 now,
             );
             return;
@@ -643,7 +647,8 @@ impl Ladder {
     }
 
     fn unchanged(&mut self) {
-        self.last_failure = Some(format!("address unchanged after {}", self.step_label()));
+        let failure = format!("address unchanged after {}", self.step_label());
+        self.failures.push(failure);
         let repeat = self.current().map(|s| s.repeat).unwrap_or(0);
         if self.attempt_in_step <= repeat {
             self.attempt_in_step += 1;
@@ -655,7 +660,7 @@ impl Ladder {
     }
 
     fn fail_step(&mut self, reason: String) {
-        self.last_failure = Some(reason);
+        self.failures.push(reason);
         self.step += 1;
         self.attempt_in_step = 1;
         self.phase = Phase::Start;
@@ -673,6 +678,22 @@ impl Ladder {
             attempts: self.attempts,
             elapsed: now.saturating_duration_since(self.started_at),
         });
+    }
+
+    /// Every rung failure in order, repeats folded: `address unchanged after soft (2×); …`.
+    fn failure_summary(&self) -> String {
+        let mut parts: Vec<(String, usize)> = Vec::new();
+        for f in &self.failures {
+            match parts.last_mut() {
+                Some((last, n)) if last == f => *n += 1,
+                _ => parts.push((f.clone(), 1)),
+            }
+        }
+        parts
+            .into_iter()
+            .map(|(f, n)| if n > 1 { format!("{f} ({n}×)") } else { f })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     fn fail(&mut self, reason: String, now: Instant) {

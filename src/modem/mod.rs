@@ -18,3 +18,4 @@ pub mod parse;
 pub mod port;
 pub mod profile;
 pub mod service;
+pub mod sim;

@@ -38,14 +38,20 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     pub dir: tempfile::TempDir,
     pub toml: String,
+    pub scale: f64,
 }
 
 impl TestServer {
     /// Starts edgeward with `toml` (store path filled in) on a fresh temp dir.
     pub async fn start(toml: &str) -> Self {
+        Self::start_scaled(toml, 0.01).await
+    }
+
+    /// Starts with modem times multiplied by `scale` (see `AppOptions::modem_time_scale`).
+    pub async fn start_scaled(toml: &str, scale: f64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::starting_now());
-        let app = start_app(toml, &dir.path().join("edgeward.redb"), &clock).await;
+        let app = start_app_scaled(toml, &dir.path().join("edgeward.redb"), &clock, scale).await;
         let addr = app.http_addrs[0];
         Self {
             app: Some(app),
@@ -53,6 +59,7 @@ impl TestServer {
             clock,
             dir,
             toml: toml.to_owned(),
+            scale,
         }
     }
 
@@ -67,7 +74,7 @@ impl TestServer {
     /// Shuts down gracefully and starts again on the same store (new port).
     pub async fn restart(&mut self) {
         self.app.take().unwrap().shutdown().await;
-        let app = start_app(&self.toml, &self.store_path(), &self.clock).await;
+        let app = start_app_scaled(&self.toml, &self.store_path(), &self.clock, self.scale).await;
         self.addr = app.http_addrs[0];
         self.app = Some(app);
     }
@@ -95,6 +102,15 @@ impl TestServer {
 }
 
 pub async fn start_app(toml: &str, store: &Path, clock: &Arc<ManualClock>) -> App {
+    start_app_scaled(toml, store, clock, 0.01).await
+}
+
+pub async fn start_app_scaled(
+    toml: &str,
+    store: &Path,
+    clock: &Arc<ManualClock>,
+    scale: f64,
+) -> App {
     let mut config = Config::from_toml_str_only(toml).unwrap();
     config.store.path = store.to_owned();
     App::start(
@@ -102,7 +118,7 @@ pub async fn start_app(toml: &str, store: &Path, clock: &Arc<ManualClock>) -> Ap
         AppOptions {
             clock: clock.clone(),
             sweep_every: Some(Duration::from_millis(20)),
-            modem_time_scale: 0.01,
+            modem_time_scale: scale,
         },
     )
     .await

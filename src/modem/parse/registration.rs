@@ -154,12 +154,24 @@ fn parse_line(line: &str, solicited: bool) -> Result<Registration, ParseError> {
 }
 
 /// The answer to `AT+CREG?`, `AT+CGREG?`, `AT+CEREG?` or `AT+C5GREG?` (first matching line).
+///
+/// Every tagged line is tried and the first that reads as an answer wins: a registration URC
+/// with location (`+CEREG: 1,"1A2B","01A2B3C4",7`) can arrive during the read command and the
+/// codec hands it over as an information line, before the real answer.
 pub fn registration(lines: &[String]) -> Result<Registration, ParseError> {
-    let line = lines
+    let mut first_error = None;
+    for line in lines
         .iter()
-        .find(|l| TAGS.iter().any(|(tag, _)| strip_tag(l, tag).is_some()))
-        .ok_or(ParseError::Missing("+CREG/+CGREG/+CEREG/+C5GREG"))?;
-    parse_line(line, true)
+        .filter(|l| TAGS.iter().any(|(tag, _)| strip_tag(l, tag).is_some()))
+    {
+        match parse_line(line, true) {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(ParseError::Missing("+CREG/+CGREG/+CEREG/+C5GREG")))
 }
 
 /// An unsolicited registration report (the line of an [`AtEvent::Urc`](super::super::at::AtEvent)).
@@ -342,5 +354,18 @@ mod tests {
         let r = sysinfoex(&["^SYSINFOEX:0,0,0,1,,0,\"\",0,\"\"".to_string()]).unwrap();
         assert_eq!(r.stat, NotRegistered);
         assert!(sysinfoex(&["^SYSINFOEX:".to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_urc_with_location_before_the_answer_does_not_hide_it() {
+        // Seen from the simulator: the cell changed while AT+CEREG? was in flight.
+        let lines = vec![
+            "+CEREG: 1,\"1A2B\",\"01A2B3C4\",7".to_owned(),
+            "+CEREG: 2,1,\"1A2B\",\"01A2B3C4\",7".to_owned(),
+        ];
+        let r = registration(&lines).unwrap();
+        assert_eq!(r.stat, Home);
+        assert_eq!(r.n, Some(2));
+        assert!(registration(&["+CEREG: x".to_owned()]).is_err());
     }
 }

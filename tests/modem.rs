@@ -1,0 +1,493 @@
+//! LTE modems end to end: the real serial actor (tokio-serial) on PTYs served by the modem
+//! simulator, toggled over the real HTTP API. Every vendor profile; busy and parallel toggles;
+//! a refused soft step climbing the ladder; carriers handing back the same address; a modem
+//! vanishing mid-toggle and coming back; 16 modems at once; garbage and silence.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestServer;
+use edgeward::modem::sim::{LineEnding, SimConfig, SimModem};
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+/// Real modem times × this: a simulated modem answers in milliseconds.
+const SCALE: f64 = 0.05;
+
+const PROFILES: [&str; 6] = [
+    "generic", "quectel", "simcom", "huawei", "sierra", "fibocom",
+];
+
+struct Rig {
+    server: TestServer,
+    sims: Vec<(u32, SimModem)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn sim(&self, n: u32) -> &SimModem {
+        &self.sims.iter().find(|(m, _)| *m == n).unwrap().1
+    }
+
+    async fn toggle(&self, n: u32) -> common::Reply {
+        self.server.get(&format!("/toggle/{n}")).await
+    }
+
+    async fn status(&self, n: u32) -> Value {
+        self.server.get(&format!("/api/modems/{n}")).await.json()
+    }
+
+    /// Waits until modem `n` has its port open and an address.
+    async fn ready(&self, n: u32) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.status(n).await;
+            if s["port_state"] == "open" && s["ip"].is_string() && s["toggle"].is_null() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "modem {n} never got ready: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn sim_config(profile: &str, seed: u64) -> SimConfig {
+    SimConfig {
+        profile: profile.to_owned(),
+        echo: true,
+        line_ending: LineEnding::CrLf,
+        initial_ip: Ipv4Addr::new(100, 64, 0, (seed % 200) as u8 + 1),
+        registration_delay: Duration::from_millis(30),
+        reply_delay: Duration::from_millis(1),
+        reset_downtime: Duration::from_millis(300),
+        urc_noise: true,
+        seed,
+    }
+}
+
+async fn rig_with(modems: &[(u32, SimConfig)], extra: &str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = String::from(
+        "[api]\nlisten = [\"127.0.0.1:0\"]\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\n",
+    );
+    toml.push_str(extra);
+    let mut sims = Vec::new();
+    for (n, config) in modems {
+        let path = dir.path().join(format!("tty-modem{n}"));
+        let sim = SimModem::start(&path, config.clone()).unwrap();
+        toml.push_str(&format!(
+            "[[modem]]\nnumber = {n}\nport = \"{}\"\nprofile = \"{}\"\nnetdev = \"wwan{n}\"\n",
+            path.display(),
+            config.profile
+        ));
+        sims.push((*n, sim));
+    }
+    let server = TestServer::start_scaled(&toml, SCALE).await;
+    let rig = Rig {
+        server,
+        sims,
+        _dir: dir,
+    };
+    for (n, _) in modems {
+        rig.ready(*n).await;
+    }
+    rig
+}
+
+async fn rig(modems: &[(u32, &str)]) -> Rig {
+    let configs: Vec<(u32, SimConfig)> = modems
+        .iter()
+        .map(|(n, p)| (*n, sim_config(p, u64::from(*n))))
+        .collect();
+    rig_with(&configs, "").await
+}
+
+fn ip_of(reply: &common::Reply) -> IpAddr {
+    reply.json()["ip"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_profile_toggles_to_the_simulators_new_address() {
+    let modems: Vec<(u32, &str)> = PROFILES
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (16 + i as u32, *p))
+        .collect();
+    let rig = rig(&modems).await;
+    for (n, profile) in &modems {
+        let before = rig.sim(*n).current_ip().unwrap();
+        let status = rig.status(*n).await;
+        assert_eq!(
+            status["ip"],
+            before.to_string(),
+            "{profile}: status shows the modem's address"
+        );
+        assert!(
+            status["model"].is_string(),
+            "{profile}: identity read: {status}"
+        );
+        assert!(
+            status["registration"] == "home" || status["registration"] == "roaming",
+            "{profile}: {status}"
+        );
+        let r = rig.toggle(*n).await;
+        assert_eq!(r.status, StatusCode::OK, "{profile}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["success"], true);
+        let after = rig.sim(*n).current_ip().unwrap();
+        assert_eq!(
+            ip_of(&r),
+            IpAddr::V4(after),
+            "{profile}: reported address is the modem's"
+        );
+        assert_ne!(after, before, "{profile}: the address really changed");
+        assert_eq!(v["previous_ip"], before.to_string());
+        let st = rig.server.get(&format!("/toggle-status/{n}")).await.json();
+        assert_eq!(st["in_progress"], false);
+        assert_eq!(st["toggle_count"], 1);
+        assert_eq!(st["last_toggle"]["success"], true);
+    }
+    rig.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_toggle_of_the_same_modem_gets_the_seeds_409() {
+    let rig = rig(&[(17, "quectel")]).await;
+    let addr = rig.server.addr;
+    let a = tokio::spawn(async move {
+        common::request(addr, hyper::Method::GET, "/toggle/17", &[], None).await
+    });
+    // wait until the first is running
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while rig.server.get("/toggle-status/17").await.json()["in_progress"] != true {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first toggle never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let b = rig.toggle(17).await;
+    assert_eq!(b.status, StatusCode::CONFLICT);
+    assert_eq!(
+        b.body.as_ref(),
+        br#"{"success":false,"message":"Toggle in progress"}"#
+    );
+    let a = a.await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    // and once done, the next toggle goes through
+    assert_eq!(rig.toggle(17).await.status, StatusCode::OK);
+    rig.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toggles_of_different_modems_run_in_parallel() {
+    let rig = rig(&[(20, "quectel"), (21, "huawei")]).await;
+    let addr = rig.server.addr;
+    let tasks: Vec<_> = [20, 21]
+        .into_iter()
+        .map(|n| {
+            tokio::spawn(async move {
+                common::request(addr, hyper::Method::GET, &format!("/toggle/{n}"), &[], None).await
+            })
+        })
+        .collect();
+    let mut both_running = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        let a = rig.server.get("/toggle-status/20").await.json();
+        let b = rig.server.get("/toggle-status/21").await.json();
+        if a["in_progress"] == true && b["in_progress"] == true {
+            both_running = true;
+            break;
+        }
+        if a["toggle_count"] == 1 && b["toggle_count"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, StatusCode::OK);
+    }
+    assert!(both_running, "the two toggles never ran at the same time");
+    rig.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_soft_step_climbs_the_ladder() {
+    let rig = rig(&[(18, "generic")]).await;
+    rig.sim(18).refuse("AT+CGACT", "+CME ERROR: 148");
+    let before = rig.sim(18).current_ip().unwrap();
+    let r = rig.toggle(18).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_ne!(v["step"], "context", "{v}");
+    assert_ne!(ip_of(&r), IpAddr::V4(before));
+    assert!(
+        rig.sim(18)
+            .commands()
+            .iter()
+            .any(|c| c.starts_with("AT+CFUN")),
+        "airplane step never ran"
+    );
+    rig.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_handed_back_after_reattach_is_not_a_success() {
+    let rig = rig(&[(19, "quectel")]).await;
+    let before = rig.sim(19).current_ip().unwrap();
+    rig.sim(19).keep_ip_on_next_reattaches(2);
+    let r = rig.toggle(19).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_ne!(ip_of(&r), IpAddr::V4(before));
+    assert!(r.json()["attempts"].as_u64().unwrap() >= 3, "{}", r.text());
+    rig.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reset_step_survives_the_port_vanishing_and_returning() {
+    let rig = rig(&[(22, "simcom")]).await;
+    let sim = rig.sim(22);
+    // refuse everything but the reset
+    for soft in [
+        "AT+CGACT",
+        "AT+NETCLOSE",
+        "AT+NETOPEN",
+        "AT+CFUN=0",
+        "AT+CFUN=4",
+    ] {
+        sim.refuse(soft, "ERROR");
+    }
+    let before = sim.current_ip().unwrap();
+    let opens = rig.status(22).await["port_opens"].as_u64().unwrap();
+    let r = rig.toggle(22).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["step"], "reset", "{}", r.text());
+    assert_ne!(ip_of(&r), IpAddr::V4(before));
+    let s = rig.status(22).await;
+    assert!(
+        s["port_opens"].as_u64().unwrap() > opens,
+        "the port was not reopened: {s}"
+    );
+    rig.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modem_vanishing_mid_toggle_fails_in_bounded_time_and_works_again_after() {
+    let rig = rig(&[(23, "quectel")]).await;
+    let addr = rig.server.addr;
+    let started = tokio::time::Instant::now();
+    let t = tokio::spawn(async move {
+        common::request(addr, hyper::Method::GET, "/toggle/23", &[], None).await
+    });
+    while rig.server.get("/toggle-status/23").await.json()["in_progress"] != true {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Gone for longer than the ladder waits for a port (60 s × SCALE = 3 s).
+    rig.sim(23).unplug(Duration::from_secs(5));
+    let r = t.await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["success"], false);
+    assert_eq!(v["message"], "Toggle failed");
+    assert!(v["reason"].as_str().unwrap().contains("port"), "{v}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // While it is gone, a toggle fails at once with a reason.
+    let r = rig.toggle(23).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    // Once it is back, toggles work again.
+    rig.ready(23).await;
+    let r = rig.toggle(23).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    rig.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_modems_toggled_at_once() {
+    let configs: Vec<(u32, SimConfig)> = (0..16u32)
+        .map(|i| {
+            (
+                100 + i,
+                sim_config(PROFILES[i as usize % PROFILES.len()], 1000 + u64::from(i)),
+            )
+        })
+        .collect();
+    let rig = rig_with(&configs, "[dongle]\nmax_parallel_toggles = 16\n").await;
+    let rig = Arc::new(rig);
+    let before: Vec<Ipv4Addr> = configs
+        .iter()
+        .map(|(n, _)| rig.sim(*n).current_ip().unwrap())
+        .collect();
+    let tasks: Vec<_> = configs
+        .iter()
+        .map(|(n, _)| {
+            let rig = Arc::clone(&rig);
+            let n = *n;
+            tokio::spawn(async move { (n, rig.toggle(n).await) })
+        })
+        .collect();
+    let mut ips = HashSet::new();
+    for (t, old) in tasks.into_iter().zip(before) {
+        let (n, r) = t.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "modem {n}: {}", r.text());
+        let ip = ip_of(&r);
+        assert_ne!(ip, IpAddr::V4(old), "modem {n}");
+        assert_eq!(ip, IpAddr::V4(rig.sim(n).current_ip().unwrap()));
+        ips.insert(ip);
+    }
+    assert_eq!(ips.len(), 16);
+    Arc::into_inner(rig).unwrap().server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_global_cap_toggles_get_429_with_retry_after() {
+    let configs: Vec<(u32, SimConfig)> = (0..6u32)
+        .map(|i| (40 + i, sim_config("generic", 40 + u64::from(i))))
+        .collect();
+    let rig = rig_with(&configs, "[dongle]\nmax_parallel_toggles = 2\n").await;
+    let addr = rig.server.addr;
+    let tasks: Vec<_> = (40..46u32)
+        .map(|n| {
+            tokio::spawn(async move {
+                common::request(addr, hyper::Method::GET, &format!("/toggle/{n}"), &[], None).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut limited = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                limited += 1;
+                assert!(r.headers.get("retry-after").is_some());
+                assert_eq!(
+                    r.json(),
+                    json!({"success": false, "message": "Too many toggles in progress"})
+                );
+            }
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+    }
+    assert!(ok >= 2, "{ok} succeeded");
+    assert!(limited >= 1, "the cap never applied");
+    rig.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_silence_never_wedge_the_actor() {
+    let rig = rig(&[(24, "huawei")]).await;
+    let sim = rig.sim(24);
+    let mut junk = Vec::new();
+    let mut x: u32 = 7;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        junk.push(x as u8);
+    }
+    sim.send_garbage(&junk);
+    sim.send_garbage(b"\r\nOK\r\n\r\nERROR\r\n+CME ERROR: 3\r\n> \r\n\xff\xfe\r\n");
+    let r = rig.toggle(24).await;
+    assert_eq!(r.status, StatusCode::OK, "after garbage: {}", r.text());
+
+    sim.set_silent(true);
+    let started = tokio::time::Instant::now();
+    let r = rig.toggle(24).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
+    assert!(
+        r.json()["reason"].as_str().unwrap().contains("answer"),
+        "{}",
+        r.text()
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    sim.set_silent(false);
+    let r = rig.toggle(24).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "after silence: {}\nstatus: {}\ncommands: {:?}",
+        r.text(),
+        rig.status(24).await,
+        sim.commands().iter().rev().take(40).collect::<Vec<_>>()
+    );
+    let s = rig.status(24).await;
+    assert!(s["garbage_lines"].as_u64().unwrap() > 0 || s["port_opens"].as_u64().unwrap() >= 1);
+    rig.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_endings_and_echo_variants_work() {
+    let mut configs = Vec::new();
+    for (i, (ending, echo)) in [
+        (LineEnding::Lf, true),
+        (LineEnding::Cr, false),
+        (LineEnding::CrLf, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = sim_config("generic", 60 + i as u64);
+        c.line_ending = ending;
+        c.echo = echo;
+        configs.push((60 + i as u32, c));
+    }
+    let rig = rig_with(&configs, "").await;
+    for (n, _) in &configs {
+        let r = rig.toggle(*n).await;
+        assert_eq!(r.status, StatusCode::OK, "modem {n}: {}", r.text());
+    }
+    rig.server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_actor_reopens_a_port_that_comes_back() {
+    let rig = rig(&[(25, "sierra")]).await;
+    let opens = rig.status(25).await["port_opens"].as_u64().unwrap();
+    rig.sim(25).unplug(Duration::from_millis(300));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = rig.status(25).await;
+        if s["port_opens"].as_u64().unwrap() > opens && s["port_state"] == "open" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "port never reopened: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rig.server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_dongles_and_bad_numbers_are_clear_errors() {
+    let rig = rig(&[(26, "generic")]).await;
+    let r = rig.toggle(99).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.json(),
+        json!({"success": false, "message": "Dongle 99 not found"})
+    );
+    let r = rig.server.get("/toggle/abc").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["message"].as_str().unwrap().contains("abc"));
+    let r = rig.server.get("/toggle-status/99").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = rig.server.get("/api/modems/99").await;
+    assert_eq!(r.json()["code"], 404);
+    let list = rig.server.get("/api/modems").await.json();
+    assert_eq!(list["modems"].as_array().unwrap().len(), 1);
+    assert_eq!(list["modems"][0]["profile"], "generic");
+    rig.server.stop().await;
+}
