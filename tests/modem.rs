@@ -491,3 +491,88 @@ async fn unknown_dongles_and_bad_numbers_are_clear_errors() {
     assert_eq!(list["modems"][0]["profile"], "generic");
     rig.server.stop().await;
 }
+
+/// A public-address checker on loopback: answers with a "public" address derived from the
+/// simulated modem's current one, the way a carrier's NAT would map it.
+async fn ip_checker(
+    sim_ip: impl Fn() -> Option<Ipv4Addr> + Send + Sync + 'static,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let sim_ip = Arc::new(sim_ip);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let sim_ip = Arc::clone(&sim_ip);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf).await;
+                let reply = match sim_ip() {
+                    Some(ip) => {
+                        let o = ip.octets();
+                        let public =
+                            Ipv4Addr::new(203, 0, 113, o[2].wrapping_mul(31).wrapping_add(o[3]));
+                        format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n{public}\n")
+                    }
+                    None => "HTTP/1.1 503 Service Unavailable\r\n\r\n".to_owned(),
+                };
+                let _ = c.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_check_url_is_fetched_through_the_modems_interface() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test binds a socket to an interface (SO_BINDTODEVICE) and must run as root (CI does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tty-check");
+    let sim = Arc::new(SimModem::start(&path, sim_config("quectel", 77)).unwrap());
+    let s2 = Arc::clone(&sim);
+    let (checker, hits) = ip_checker(move || s2.current_ip()).await;
+    // "lo" stands in for the modem's wwan interface: the request must leave through it.
+    let toml = format!(
+        "[api]\nlisten = [\"127.0.0.1:0\"]\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\n[[modem]]\nnumber = 30\nport = \"{}\"\nprofile = \"quectel\"\nnetdev = \"lo\"\nip_check_url = \"http://{checker}/ip\"\n",
+        path.display()
+    );
+    let server = TestServer::start_scaled(&toml, SCALE).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while server.get("/api/modems/30").await.json()["port_state"] != "open" {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = server.get("/toggle/30").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    let ip: Ipv4Addr = v["ip"].as_str().unwrap().parse().unwrap();
+    let prev: Ipv4Addr = v["previous_ip"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        ip.octets()[..3],
+        [203, 0, 113],
+        "the public address, not the modem's: {v}"
+    );
+    assert_eq!(prev.octets()[..3], [203, 0, 113], "{v}");
+    assert_ne!(ip, prev);
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+
+    // A device that does not exist: a clear error, no request sent.
+    let err = edgeward::modem::ipcheck::public_ip(
+        &format!("http://{checker}/ip"),
+        "nosuchdev0",
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("nosuchdev0"), "{err}");
+    server.stop().await;
+}

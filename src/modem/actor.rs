@@ -417,12 +417,14 @@ impl Actor {
         self.registration().await;
         if let Some(Parsed::Signal(sig)) = self.first(Category::Signal).await {
             self.publish(|s| {
+                // Tenths are all a radio measurement is worth; it also keeps 7.800000000000001 out.
+                let tenth = |v: Option<f64>| v.map(|v| (v * 10.0).round() / 10.0);
                 s.signal = Some(SignalStatus {
                     tech: sig.tech,
-                    rssi_dbm: sig.rssi_dbm,
-                    rsrp_dbm: sig.rsrp_dbm,
-                    rsrq_db: sig.rsrq_db,
-                    sinr_db: sig.sinr_db,
+                    rssi_dbm: tenth(sig.rssi_dbm),
+                    rsrp_dbm: tenth(sig.rsrp_dbm),
+                    rsrq_db: tenth(sig.rsrq_db),
+                    sinr_db: tenth(sig.sinr_db),
                 })
             });
         }
