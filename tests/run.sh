@@ -40,3 +40,12 @@ cargo clippy --locked --all-targets --all-features -- -D warnings
 # --all-targets also runs the benchmark binaries once in their quick mode, so they keep working.
 section "cargo test --all-features --all-targets"
 cargo test --locked --all-features --all-targets
+
+# --- fuzzing smoke run ------------------------------------------------------------------
+# Bounded: proves the targets build and survive 30 s of libFuzzer; longer runs are manual
+# (`cargo +nightly fuzz run at_codec`).
+section "cargo +nightly fuzz run at_codec (30 s)"
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+cargo +nightly fuzz run at_codec -- -max_total_time=30 2>&1 | tail -n 3
+test "${PIPESTATUS[0]}" -eq 0
