@@ -576,3 +576,33 @@ async fn ip_check_url_is_fetched_through_the_modems_interface() {
     assert!(err.contains("nosuchdev0"), "{err}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_silent_modem() {
+    let rig = rig(&[(27, "quectel")]).await;
+    rig.sim(27).set_silent(true);
+    let addr = rig.server.addr;
+    let toggle = tokio::spawn(async move {
+        common::request(addr, hyper::Method::GET, "/toggle/27", &[], None).await
+    });
+    while rig.server.get("/toggle-status/27").await.json()["in_progress"] != true {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = tokio::time::Instant::now();
+    rig.server.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let r = toggle.await.unwrap();
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        r.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{}",
+        r.text()
+    );
+}

@@ -222,12 +222,20 @@ impl Actor {
     async fn run(mut self) {
         let mut backoff = Duration::from_millis(100);
         let mut next_refresh = Instant::now();
+        // Long operations (opening and preparing a port, a refresh, a toggle) race this, so
+        // SIGTERM never waits for a silent modem's timeouts.
+        let mut shutdown = self.shutdown.clone();
         loop {
-            if *self.shutdown.borrow() {
+            if *shutdown.borrow() {
                 return;
             }
             if !self.port_open() {
-                if self.try_open().await {
+                let opened = tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return,
+                    opened = self.try_open() => opened,
+                };
+                if opened {
                     backoff = Duration::from_millis(100);
                     next_refresh = Instant::now() + self.spec.timing.refresh_every;
                     continue;
@@ -238,7 +246,7 @@ impl Actor {
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake) => {}
                     Some(req) = self.requests.recv() => self.refuse_absent(req),
-                    _ = self.shutdown.changed() => return,
+                    _ = shutdown.changed() => return,
                 }
                 continue;
             }
@@ -248,19 +256,28 @@ impl Actor {
             tokio::select! {
                 r = port.idle_until(next_refresh) => {
                     self.handle_urcs(None);
-                    match r {
-                        Ok(()) => {
-                            self.refresh().await;
-                            next_refresh = Instant::now() + self.spec.timing.refresh_every;
-                        }
-                        Err(_) => self.port_gone("the device went away"),
+                    if r.is_err() {
+                        self.port_gone("the device went away");
+                        continue;
                     }
-                }
-                Some(req) = self.requests.recv() => {
-                    self.toggle(req).await;
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.changed() => return,
+                        _ = self.refresh() => {}
+                    }
                     next_refresh = Instant::now() + self.spec.timing.refresh_every;
                 }
-                _ = self.shutdown.changed() => return,
+                Some(req) = self.requests.recv() => {
+                    // Dropping an unfinished toggle drops its reply: the caller hears
+                    // "shutting down", and the global toggle slot is freed.
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.changed() => return,
+                        _ = self.toggle(req) => {}
+                    }
+                    next_refresh = Instant::now() + self.spec.timing.refresh_every;
+                }
+                _ = shutdown.changed() => return,
             }
         }
     }
