@@ -47,6 +47,13 @@ async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
     sender
 }
 
+fn allocate_request() -> Request<Full<Bytes>> {
+    Request::get("/vpn_api/allocate")
+        .header("host", "bench")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
 async fn call(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> (u16, Bytes) {
     sender.ready().await.unwrap();
     let resp = sender.send_request(req).await.unwrap();
@@ -98,14 +105,7 @@ async fn cycles(seconds: u64, clients: u64) {
                 let mut cycles = 0u64;
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let (status, body) = call(
-                        &mut sender,
-                        Request::get("/vpn_api/allocate")
-                            .header("host", "bench")
-                            .body(Full::new(Bytes::new()))
-                            .unwrap(),
-                    )
-                    .await;
+                    let (status, body) = call(&mut sender, allocate_request()).await;
                     latencies.push(t.elapsed().as_micros() as u32);
                     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
                     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -170,14 +170,7 @@ async fn startup_with_many_leases(leases: u32) {
                 tokio::spawn(async move {
                     let mut sender = connect(addr).await;
                     loop {
-                        let (status, _) = call(
-                            &mut sender,
-                            Request::get("/vpn_api/allocate")
-                                .header("host", "bench")
-                                .body(Full::new(Bytes::new()))
-                                .unwrap(),
-                        )
-                        .await;
+                        let (status, _) = call(&mut sender, allocate_request()).await;
                         if status != 200 {
                             return;
                         }

@@ -25,6 +25,19 @@ fn spawn(config: &std::path::Path) -> Child {
         .unwrap()
 }
 
+async fn release(addr: SocketAddr, key: &str) -> StatusCode {
+    let body = json!({ "public_key": key }).to_string();
+    request(
+        addr,
+        Method::POST,
+        "/vpn_api/release",
+        &[],
+        Some(body.into_bytes()),
+    )
+    .await
+    .status
+}
+
 #[derive(Default)]
 struct Ledger {
     /// Allocations the server acknowledged and we have not tried to release.
@@ -134,33 +147,17 @@ async fn kill_9_during_allocation_load_loses_nothing_acknowledged() {
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     assert!(ips.len() >= ledger.held.len());
     for key in &ledger.held {
-        let body = json!({ "public_key": key }).to_string();
-        let r = request(
-            addr,
-            Method::POST,
-            "/vpn_api/release",
-            &[],
-            Some(body.into_bytes()),
-        )
-        .await;
+        let status = release(addr, key).await;
         assert_eq!(
-            r.status,
+            status,
             StatusCode::OK,
             "acknowledged allocation lost: {key}"
         );
     }
     for key in &ledger.released {
-        let body = json!({ "public_key": key }).to_string();
-        let r = request(
-            addr,
-            Method::POST,
-            "/vpn_api/release",
-            &[],
-            Some(body.into_bytes()),
-        )
-        .await;
+        let status = release(addr, key).await;
         assert_eq!(
-            r.status,
+            status,
             StatusCode::NOT_FOUND,
             "acknowledged release undone: {key}"
         );
