@@ -88,6 +88,20 @@ pub struct SignalStatus {
     pub sinr_db: Option<f64>,
 }
 
+impl From<parse::Signal> for SignalStatus {
+    fn from(sig: parse::Signal) -> Self {
+        // Tenths are all a radio measurement is worth; it also keeps 7.800000000000001 out.
+        let tenth = |v: Option<f64>| v.map(|v| (v * 10.0).round() / 10.0);
+        Self {
+            tech: sig.tech,
+            rssi_dbm: tenth(sig.rssi_dbm),
+            rsrp_dbm: tenth(sig.rsrp_dbm),
+            rsrq_db: tenth(sig.rsrq_db),
+            sinr_db: tenth(sig.sinr_db),
+        }
+    }
+}
+
 /// What operators see of a modem.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ModemStatus {
@@ -433,17 +447,7 @@ impl Actor {
     async fn refresh(&mut self) {
         self.registration().await;
         if let Some(Parsed::Signal(sig)) = self.first(Category::Signal).await {
-            self.publish(|s| {
-                // Tenths are all a radio measurement is worth; it also keeps 7.800000000000001 out.
-                let tenth = |v: Option<f64>| v.map(|v| (v * 10.0).round() / 10.0);
-                s.signal = Some(SignalStatus {
-                    tech: sig.tech,
-                    rssi_dbm: tenth(sig.rssi_dbm),
-                    rsrp_dbm: tenth(sig.rsrp_dbm),
-                    rsrq_db: tenth(sig.rsrq_db),
-                    sinr_db: tenth(sig.sinr_db),
-                })
-            });
+            self.publish(|s| s.signal = Some(SignalStatus::from(sig)));
         }
         if let Some(Parsed::Operator(op)) = self.first(Category::Operator).await {
             self.publish(|s| s.operator = op.name);
@@ -460,6 +464,10 @@ impl Actor {
             return;
         };
         for line in port.take_urcs() {
+            if let Some(sig) = parse::signal_urc(&line) {
+                self.publish(|s| s.signal = Some(SignalStatus::from(sig)));
+                continue;
+            }
             if let Ok(reg) = parse::registration_urc(&line) {
                 self.publish(|s| s.registration = Some(reg_name(reg.stat)));
                 if let Some(l) = ladder.as_deref_mut() {

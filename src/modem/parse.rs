@@ -19,7 +19,7 @@ pub use address::{cgpaddr, huawei_dhcp, qiact, scpaddr, Addresses, HuaweiDhcp};
 pub use identity::{ati, iccid, imei, model, Identity};
 pub use operator::{cops, Operator};
 pub use registration::{registration, registration_urc, sysinfoex, RegKind, RegStat, Registration};
-pub use signal::{cesq, csq, hcsq, qcsq, qeng_servingcell, Signal};
+pub use signal::{cesq, csq, hcsq, qcsq, qeng_servingcell, signal_urc, Signal};
 
 /// Why a response could not be parsed. The messages name what was expected and what came.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

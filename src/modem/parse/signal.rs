@@ -44,6 +44,23 @@ pub fn csq(lines: &[String]) -> Result<Signal, ParseError> {
     })
 }
 
+/// A signal report that arrives unsolicited: Huawei `^HCSQ:` and `^RSSI: <n>` (the `+CSQ`
+/// scale), or a bare `+CSQ:` line. `None` for anything else.
+pub fn signal_urc(line: &str) -> Option<Signal> {
+    let line = line.trim();
+    let one = [line.to_owned()];
+    if line.starts_with("^HCSQ:") {
+        return hcsq(&one).ok();
+    }
+    if let Some(rest) = line.strip_prefix("^RSSI:") {
+        return csq(&[format!("+CSQ: {},99", rest.trim())]).ok();
+    }
+    if line.starts_with("+CSQ:") {
+        return csq(&one).ok();
+    }
+    None
+}
+
 /// `+CESQ: <rxlev>,<ber>,<rscp>,<ecno>,<rsrq>,<rsrp>[,<ss_rsrq>,<ss_rsrp>,<ss_sinr>]`.
 /// The NR fields (27.007 Rel-15) fill rsrp/rsrq/sinr when LTE reports unknown; their scaling
 /// (ss_rsrq -43.5 + 0.5·v, ss_rsrp -157 + v, ss_sinr -23.5 + 0.5·v) follows the same lower-edge
@@ -188,6 +205,25 @@ pub fn qeng_servingcell(lines: &[String]) -> Result<Signal, ParseError> {
             tech: Some(other.to_string()),
             ..Signal::default()
         }),
+    }
+}
+
+#[cfg(test)]
+mod urc_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn unsolicited_signal_reports() {
+        // Huawei E3372/ME909s report ^RSSI and ^HCSQ unsolicited (ModemManager
+        // src/plugins/huawei/mm-broadband-modem-huawei.c handles both).
+        assert_eq!(signal_urc("^RSSI: 17").unwrap().rssi_dbm, Some(-79.0));
+        let lte = signal_urc("^HCSQ: \"LTE\",49,49,65,18").unwrap();
+        assert_eq!(lte.tech.as_deref(), Some("LTE"));
+        assert!(lte.rsrp_dbm.is_some());
+        assert!(signal_urc("^RSSI: 99").unwrap().rssi_dbm.is_none());
+        assert!(signal_urc("+CEREG: 1").is_none());
+        assert!(signal_urc("^RSSI: junk").is_none());
     }
 }
 
