@@ -1,5 +1,12 @@
-//! Embedded WireGuard: keys today; exits, peers and the UDP/TUN data plane (driving
-//! `boringtun::noise::Tunn` from our own loop) build on this module.
+//! Embedded WireGuard: keys, client configs, and the data plane.
+//!
+//! `exit`, `plane` and `stats` are the pure core (datagrams, packets and `now` in, outputs
+//! out; see `plane.rs`); the I/O shell that owns the UDP socket and the TUN device drives it.
 
 pub mod client_config;
+pub mod exit;
 pub mod keys;
+pub mod plane;
+pub mod stats;
+#[cfg(test)]
+mod testkit;
