@@ -30,7 +30,7 @@ fn env_num(name: &str, default: u64) -> u64 {
 
 fn config(dir: &std::path::Path, keys: u32, subnet: &str) -> Config {
     let mut c = Config::from_toml_str_only(&format!(
-        "[api]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 1024\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\n[[vpn.pool]]\nsubnet = \"{subnet}\"\nkeys = {keys}\n"
+        "[api]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 1024\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\nlisten_port = 0\n[[vpn.pool]]\nsubnet = \"{subnet}\"\nkeys = {keys}\n"
     ))
     .unwrap();
     c.store.path = dir.join("bench.redb");

@@ -97,7 +97,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let rtt = at_round_trip(dir.path(), if quick { 20 } else { 500 }).await;
 
-        let mut toml = String::from("[api]\nlisten = [\"127.0.0.1:0\"]\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\n[dongle]\nmax_parallel_toggles = 16\n");
+        let mut toml = String::from("[api]\nlisten = [\"127.0.0.1:0\"]\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\nlisten_port = 0\n[dongle]\nmax_parallel_toggles = 16\n");
         let mut sims = Vec::new();
         for i in 0..16u32 {
             let path = dir.path().join(format!("tty{i}"));

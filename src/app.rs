@@ -21,6 +21,10 @@ use crate::modem::ladder::Limits;
 use crate::modem::profile::Profile;
 use crate::modem::service::ModemService;
 use crate::store::Store;
+use crate::wg::net;
+use crate::wg::plane::PlaneConfig;
+use crate::wg::server::{self, WgServer};
+use crate::wg::tun::Tun;
 
 /// Knobs that are not configuration: what tests and benchmarks change.
 #[derive(Clone)]
@@ -28,6 +32,8 @@ pub struct AppOptions {
     pub clock: Arc<dyn Clock>,
     /// How often the idle sweeper runs; default: a twentieth of `idle_release`, 100 ms to 5 s.
     pub sweep_every: Option<Duration>,
+    /// If the WireGuard port is taken, use any free port instead of failing (the demo).
+    pub wg_port_fallback: bool,
     /// Multiplies every modem time (profile timeouts and waits, toggle limits, refresh):
     /// simulated modems in tests and the demo answer in milliseconds. 1.0 for real modems.
     pub modem_time_scale: f64,
@@ -38,6 +44,7 @@ impl Default for AppOptions {
         Self {
             clock: Arc::new(SystemClock),
             sweep_every: None,
+            wg_port_fallback: false,
             modem_time_scale: 1.0,
         }
     }
@@ -45,6 +52,7 @@ impl Default for AppOptions {
 
 pub struct App {
     pub leases: Arc<LeaseService>,
+    pub wg: Arc<WgServer>,
     pub modems: Arc<ModemService>,
     pub metrics: Arc<Metrics>,
     /// Where the plain-HTTP listeners ended up (port 0 resolved).
@@ -53,6 +61,8 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    /// What to undo in the host's network at shutdown (previous ip_forward), if we changed it.
+    host_net: Option<String>,
 }
 
 impl App {
@@ -70,7 +80,13 @@ impl App {
                 endpoint_host: config.pool_endpoint_host(p),
             })
             .collect();
-        let leases = LeaseService::start(store, &specs, Arc::clone(&options.clock), None)?;
+        let (feed, peer_queue) = server::peer_feed();
+        let leases = LeaseService::start(
+            store,
+            &specs,
+            Arc::clone(&options.clock),
+            Some(Arc::new(feed)),
+        )?;
 
         let mut listeners = Vec::new();
         let mut http_addrs = Vec::new();
@@ -101,6 +117,23 @@ impl App {
 
         let metrics = Arc::new(Metrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (tun, host_net) = data_plane_network(&config);
+        let plane_config = PlaneConfig {
+            allow_client_to_client: config.wireguard.allow_client_to_client,
+            ..PlaneConfig::default()
+        };
+        let socket = server::bind_udp(config.wireguard.listen_port, options.wg_port_fallback)?;
+        let wg = WgServer::start(
+            socket,
+            plane_config,
+            tun,
+            Arc::clone(&leases),
+            peer_queue,
+            Arc::clone(&options.clock),
+            shutdown_rx.clone(),
+        )
+        .await?;
+        let wg = Arc::new(wg);
         let modems = ModemService::start(
             modem_specs(&config, options.modem_time_scale)?,
             config.dongle.max_parallel_toggles,
@@ -116,6 +149,7 @@ impl App {
         let state = Arc::new(ApiState {
             config: Arc::clone(&config),
             leases: Arc::clone(&leases),
+            wg: Arc::clone(&wg),
             modems: Arc::clone(&modems),
             metrics: Arc::clone(&metrics),
             started,
@@ -139,11 +173,17 @@ impl App {
         for a in &https_addrs {
             log::info!("listening on https://{a}");
         }
-        log::warn!(
-            "WireGuard data plane is not in this build yet: leases are issued and tracked, but carry no traffic"
-        );
+        log::info!("WireGuard listening on UDP {}", wg.local_addr);
+        if !wg.carries_traffic {
+            log::warn!(
+                "HANDSHAKE-ONLY MODE: no TUN device ({}); clients can connect but no traffic is carried",
+                if config.wireguard.tun.is_empty() { "wireguard.tun is empty".to_owned() } else { format!("could not create {}", config.wireguard.tun) }
+            );
+        }
         Ok(Self {
             leases,
+            wg,
+            host_net,
             modems,
             metrics,
             http_addrs,
@@ -160,6 +200,15 @@ impl App {
         let _ = self.server.await;
         let _ = self.sweeper.await;
         self.modems.join().await;
+        if let Some(wg) = Arc::into_inner(self.wg) {
+            wg.join().await;
+        }
+        if let Some(previous) = &self.host_net {
+            if let Err(e) = net::remove() {
+                log::warn!("could not remove edgeward's nftables table: {e:#}");
+            }
+            net::restore_forwarding(previous);
+        }
         let leases = self.leases;
         let _ = tokio::task::spawn_blocking(move || leases.shutdown()).await;
         log::info!("edgeward stopped");
@@ -200,4 +249,44 @@ fn modem_specs(config: &Config, scale: f64) -> anyhow::Result<Vec<ModemSpec>> {
             })
         })
         .collect()
+}
+
+/// The TUN device with every pool's server address, plus forwarding and masquerade. Falls back
+/// to handshake-only (no TUN) when `wireguard.tun` is empty or the device cannot be made (not
+/// root); returns the previous `ip_forward` value when the host was changed.
+fn data_plane_network(config: &Config) -> (Option<Tun>, Option<String>) {
+    let name = &config.wireguard.tun;
+    if name.is_empty() {
+        return (None, None);
+    }
+    let addresses: Vec<_> = config
+        .vpn
+        .pools
+        .iter()
+        .map(|p| {
+            (
+                crate::lease::book::server_address(p.subnet),
+                p.subnet.prefix_len(),
+            )
+        })
+        .collect();
+    let tun = match Tun::create(name, &addresses) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("cannot create TUN device {name}: {e} (edgeward needs root or CAP_NET_ADMIN for its data plane)");
+            return (None, None);
+        }
+    };
+    let subnets: Vec<_> = config.vpn.pools.iter().map(|p| p.subnet).collect();
+    let previous = match net::enable_forwarding() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            log::error!("cannot enable IP forwarding: {e:#}; clients will not reach the internet");
+            None
+        }
+    };
+    if let Err(e) = net::apply(&net::nat_ruleset(&subnets, name)) {
+        log::error!("cannot install masquerade rules: {e:#}; clients will not reach the internet");
+    }
+    (Some(tun), previous.or(Some("1".to_owned())))
 }

@@ -109,6 +109,8 @@ pub struct WireguardConfig {
     pub persistent_keepalive: u16,
     /// TUN device name; "" runs handshake-only with no data plane.
     pub tun: String,
+    /// Let clients reach each other's addresses through the tunnel (off: dropped).
+    pub allow_client_to_client: bool,
 }
 
 impl Default for WireguardConfig {
@@ -122,6 +124,7 @@ impl Default for WireguardConfig {
             ],
             persistent_keepalive: 25,
             tun: "ew0".to_owned(),
+            allow_client_to_client: false,
         }
     }
 }
@@ -384,12 +387,6 @@ impl Config {
         }
         if self.store.path.as_os_str().is_empty() {
             bad("store.path".into(), "must not be empty".into());
-        }
-        if self.wireguard.listen_port == 0 {
-            bad(
-                "wireguard.listen_port".into(),
-                "must be a port number from 1 to 65535".into(),
-            );
         }
         if !self.wireguard.endpoint_host.is_empty() && !is_valid_host(&self.wireguard.endpoint_host)
         {

@@ -89,6 +89,7 @@ fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let demo = edgeward::demo::start(dir.path(), Some(listen))?;
     let options = AppOptions {
         modem_time_scale: edgeward::demo::MODEM_TIME_SCALE,
+        wg_port_fallback: true,
         ..AppOptions::default()
     };
     let result = run(

@@ -56,14 +56,14 @@ fn check_config_names_every_problem_and_fails() {
     let path = dir.path().join("bad.toml");
     std::fs::write(
         &path,
-        "[wireguard]\nendpoint_host = \"203.0.113.10\"\nlisten_port = 0\n[vpn]\nidle_release = \"0s\"\n[[vpn.pool]]\nsubnet = \"10.8.0.0/29\"\nkeys = 9\n",
+        "[api]\nmax_connections = 0\n[wireguard]\nendpoint_host = \"203.0.113.10\"\n[vpn]\nidle_release = \"0s\"\n[[vpn.pool]]\nsubnet = \"10.8.0.0/29\"\nkeys = 9\n",
     )
     .unwrap();
     let o = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
     assert!(!o.status.success());
     let err = stderr(&o);
     for key in [
-        "wireguard.listen_port",
+        "api.max_connections",
         "vpn.idle_release",
         "vpn.pool[0].keys",
     ] {
@@ -132,7 +132,7 @@ async fn serve_stops_cleanly_on_sigterm_and_uses_env_overrides() {
     std::fs::write(
         &config,
         format!(
-            "[store]\npath = \"{}\"\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\n",
+            "[store]\npath = \"{}\"\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\nlisten_port = 0\n",
             dir.path().join("state/edgeward.redb").display()
         ),
     )
@@ -176,7 +176,7 @@ async fn serve_refuses_a_store_already_in_use() {
     std::fs::write(
         &config,
         format!(
-            "[api]\nlisten = [\"127.0.0.1:0\"]\n[store]\npath = \"{}\"\n[wireguard]\nendpoint_host = \"h\"\ntun = \"\"\n",
+            "[api]\nlisten = [\"127.0.0.1:0\"]\n[store]\npath = \"{}\"\n[wireguard]\nendpoint_host = \"h\"\ntun = \"\"\nlisten_port = 0\n",
             store.display()
         ),
     )

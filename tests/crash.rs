@@ -56,7 +56,7 @@ async fn kill_9_during_allocation_load_loses_nothing_acknowledged() {
     std::fs::write(
         &config,
         format!(
-            "[api]\nlisten = [\"{addr}\"]\n[store]\npath = \"{}\"\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\n[[vpn.pool]]\nsubnet = \"10.8.0.0/24\"\nkeys = 250\n",
+            "[api]\nlisten = [\"{addr}\"]\n[store]\npath = \"{}\"\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\nlisten_port = 0\n[[vpn.pool]]\nsubnet = \"10.8.0.0/24\"\nkeys = 250\n",
             dir.path().join("edgeward.redb").display()
         ),
     )

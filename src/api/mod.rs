@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::lease::LeaseService;
 use crate::metrics::Metrics;
 use crate::modem::service::ModemService;
+use crate::wg::server::WgServer;
 use error::{ApiError, Family};
 use http::{client_ip, error_response, read_body, request_id, Body, Ctx};
 
@@ -45,6 +46,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ApiState {
     pub config: Arc<Config>,
     pub leases: Arc<LeaseService>,
+    pub wg: Arc<WgServer>,
     pub modems: Arc<ModemService>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,

@@ -117,7 +117,7 @@ async fn allocate(state: &ApiState, ctx: &Ctx, req: &Req) -> Result<Response<Bod
         dns: &wg.dns,
         server_public_key: &allocation.server_public_key,
         endpoint_host: &allocation.endpoint_host,
-        endpoint_port: wg.listen_port,
+        endpoint_port: state.wg.port(),
         persistent_keepalive: wg.persistent_keepalive,
     }
     .render();
@@ -133,7 +133,7 @@ async fn allocate(state: &ApiState, ctx: &Ctx, req: &Req) -> Result<Response<Bod
         &AllocateResponse {
             success: true,
             server_ip: allocation.endpoint_host.clone(),
-            server_port: wg.listen_port,
+            server_port: state.wg.port(),
             server_pubkey: allocation.server_public_key.clone(),
             private_key: lease.private_key.clone(),
             public_key: lease.public_key.clone(),
@@ -193,8 +193,12 @@ struct Connection {
     assigned_to: String,
     assigned_at: String,
     duration_seconds: u64,
-    /// Beyond the seed: which server (pool host) the lease is on.
+    /// Beyond the seed: which server (pool host) the lease is on, and what the data plane
+    /// saw of the client (`last_handshake` in the same format as `assigned_at`).
     server_ip: String,
+    last_handshake: Option<String>,
+    rx_bytes: u64,
+    tx_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -224,6 +228,9 @@ fn status(state: &ApiState, req: &Req) -> Result<Response<Body>, ApiError> {
                 .pool_of(l.id)
                 .map(|p| p.endpoint_host.clone())
                 .unwrap_or_default(),
+            last_handshake: l.last_handshake.map(local_datetime),
+            rx_bytes: state.wg.peer(&l.public_key).map_or(0, |p| p.rx_bytes),
+            tx_bytes: state.wg.peer(&l.public_key).map_or(0, |p| p.tx_bytes),
         })
         .collect();
     Ok(json_response(

@@ -49,7 +49,7 @@ impl Pool {
 
     /// The server's own address in the subnet (the first host address).
     pub fn server_address(&self) -> Ipv4Addr {
-        offset(self.subnet.network(), 1)
+        server_address(self.subnet)
     }
 
     fn slot_address(&self, slot: usize) -> Ipv4Addr {
@@ -78,6 +78,11 @@ impl Pool {
     pub fn free(&self) -> usize {
         self.total() - self.in_use()
     }
+}
+
+/// A pool's server address: the first host address of its subnet.
+pub fn server_address(subnet: Ipv4Net) -> Ipv4Addr {
+    offset(subnet.network(), 1)
 }
 
 fn offset(base: Ipv4Addr, by: u32) -> Ipv4Addr {
@@ -122,6 +127,9 @@ pub struct LeaseBook {
     /// Idle time is never counted from before this instant (the service's start), so a
     /// restart does not expire leases whose clients could not show activity while it was down.
     activity_floor: UnixMillis,
+    /// When each lease last carried traffic (from the data plane; kept in memory only: after a
+    /// restart `activity_floor` covers the gap).
+    traffic: HashMap<LeaseId, UnixMillis>,
 }
 
 impl LeaseBook {
@@ -139,6 +147,7 @@ impl LeaseBook {
             by_public_key: HashMap::new(),
             next_id: next_id.max(1),
             activity_floor: now,
+            traffic: HashMap::new(),
         };
         let mut orphans = Vec::new();
         let mut stored = stored;
@@ -269,6 +278,7 @@ impl LeaseBook {
     ) -> Option<LeaseRecord> {
         let (pi, mut lease) = self.leases.remove(&id)?;
         self.by_public_key.remove(&lease.public_key);
+        self.traffic.remove(&id);
         if let Some(pool) = self.pools.get_mut(pi) {
             if let Some(slot) = pool.slot_of(lease.address) {
                 pool.slots[slot] = None;
@@ -296,13 +306,27 @@ impl LeaseBook {
         }
     }
 
+    /// Records that a lease's client sent traffic (activity).
+    pub fn note_traffic(&mut self, public_key: &str, at: UnixMillis) -> bool {
+        let Some(&id) = self.by_public_key.get(public_key) else {
+            return false;
+        };
+        let seen = self.traffic.entry(id).or_insert(at);
+        *seen = (*seen).max(at);
+        true
+    }
+
     /// Leases held by clients (seed 000) with no activity for `idle_after`.
     pub fn idle_client_leases(&self, now: UnixMillis, idle_after: Duration) -> Vec<LeaseId> {
         let mut ids: Vec<LeaseId> = self
             .leases
             .values()
             .filter(|(_, l)| matches!(l.holder, Holder::Client { .. }))
-            .filter(|(_, l)| elapsed(l.last_activity().max(self.activity_floor), now) >= idle_after)
+            .filter(|(_, l)| {
+                let traffic = self.traffic.get(&l.id).copied().unwrap_or(0);
+                let last = l.last_activity().max(traffic).max(self.activity_floor);
+                elapsed(last, now) >= idle_after
+            })
             .map(|(_, l)| l.id)
             .collect();
         ids.sort_unstable();
@@ -466,6 +490,10 @@ mod tests {
         assert_eq!(b.idle_client_leases(600_000, idle), vec![a.id]);
         assert_eq!(b.idle_client_leases(1_100_000, idle), vec![a.id, c.id]);
         assert!(!b.note_handshake("nobody", 1));
+        // traffic counts as activity too
+        assert!(b.note_traffic(&c.public_key, 1_200_000));
+        assert_eq!(b.idle_client_leases(1_700_000, idle), vec![a.id]);
+        assert!(!b.note_traffic("nobody", 1));
     }
 
     #[test]

@@ -277,6 +277,14 @@ impl LeaseService {
             .note_handshake(public_key, at)
     }
 
+    /// Activity from the data plane: this client key's lease carried traffic.
+    pub fn note_traffic(&self, public_key: &str, at: UnixMillis) -> bool {
+        self.book
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .note_traffic(public_key, at)
+    }
+
     /// Usage of the pools of `host` (all for `None`).
     pub fn usage(&self, host: Option<&str>) -> Result<(Usage, Vec<LeaseRecord>), LeaseError> {
         let book = self.read();

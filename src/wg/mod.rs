@@ -6,7 +6,10 @@
 pub mod client_config;
 pub mod exit;
 pub mod keys;
+pub mod net;
 pub mod plane;
+pub mod server;
 pub mod stats;
 #[cfg(test)]
 mod testkit;
+pub mod tun;

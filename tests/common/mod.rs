@@ -113,12 +113,15 @@ pub async fn start_app_scaled(
 ) -> App {
     let mut config = Config::from_toml_str_only(toml).unwrap();
     config.store.path = store.to_owned();
+    // Tests run in parallel: every server gets its own free WireGuard port.
+    config.wireguard.listen_port = 0;
     App::start(
         config,
         AppOptions {
             clock: clock.clone(),
             sweep_every: Some(Duration::from_millis(20)),
             modem_time_scale: scale,
+            wg_port_fallback: false,
         },
     )
     .await

@@ -1,0 +1,363 @@
+//! The data plane's I/O shell: ONE dual-stack UDP socket for every exit, the TUN device (if
+//! any), a 250 ms tick, and the lease service on the other side.
+//!
+//! It only shovels: datagrams and TUN packets go into [`DataPlane`], its outputs come out in
+//! order (send, write, events). Leases become peers through [`LeaseObserver`] (a channel, so the
+//! lease writer never waits for the network); handshakes and received traffic are reported
+//! back as lease activity, which drives idle release. Without a TUN it runs handshake-only:
+//! clients can connect, but decrypted packets have nowhere to go (counted, then dropped).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::keys::PublicKey;
+use super::plane::{
+    DataPlane, Event, Output, PlaneConfig, MAX_DATAGRAM, MAX_IP_PACKET, TICK_INTERVAL,
+};
+use super::stats::Metrics;
+use super::tun::Tun;
+use crate::clock::{Clock, UnixMillis};
+use crate::lease::{LeaseObserver, LeaseService};
+use crate::store::LeaseRecord;
+
+/// What the HTTP side may show of a peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PeerView {
+    pub last_handshake: Option<UnixMillis>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// Live numbers, refreshed every tick, read by `/vpn_api/status` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct WgView {
+    pub peers: HashMap<String, PeerView>,
+    pub metrics: Metrics,
+    pub active_sessions: usize,
+}
+
+enum Command {
+    AddPeer {
+        exit: String,
+        key: PublicKey,
+        address: std::net::Ipv4Addr,
+        lease: u64,
+    },
+    RemovePeer(PublicKey),
+}
+
+/// Feeds lease starts and ends to the data plane (implements [`LeaseObserver`]).
+#[derive(Clone)]
+pub struct PeerFeed(mpsc::UnboundedSender<Command>);
+
+impl LeaseObserver for PeerFeed {
+    fn lease_started(&self, lease: &LeaseRecord) {
+        let Ok(key) = PublicKey::from_base64(&lease.public_key) else {
+            return;
+        };
+        let _ = self.0.send(Command::AddPeer {
+            exit: lease.exit.clone(),
+            key,
+            address: lease.address,
+            lease: lease.id,
+        });
+    }
+
+    fn lease_ended(&self, lease: &LeaseRecord) {
+        if let Ok(key) = PublicKey::from_base64(&lease.public_key) {
+            let _ = self.0.send(Command::RemovePeer(key));
+        }
+    }
+}
+
+/// A feed and the receiving end the server will drain; made before the lease service starts,
+/// so restored leases are queued as peers from the first moment.
+pub fn peer_feed() -> (PeerFeed, PeerQueue) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (PeerFeed(tx), PeerQueue(rx))
+}
+
+pub struct PeerQueue(mpsc::UnboundedReceiver<Command>);
+
+/// The running data plane.
+pub struct WgServer {
+    pub local_addr: SocketAddr,
+    pub view: Arc<RwLock<WgView>>,
+    /// False in handshake-only mode.
+    pub carries_traffic: bool,
+    task: JoinHandle<()>,
+}
+
+impl WgServer {
+    /// Binds `[::]:port` (dual-stack; `0.0.0.0:port` where IPv6 is off) and starts the loop
+    /// with the lease service's pools as exits.
+    pub async fn start(
+        socket: UdpSocket,
+        plane_config: PlaneConfig,
+        tun: Option<Tun>,
+        leases: Arc<LeaseService>,
+        queue: PeerQueue,
+        clock: Arc<dyn Clock>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
+        let local_addr = socket.local_addr()?;
+        let mut plane = DataPlane::new(plane_config);
+        for pool in leases.read().pools() {
+            plane
+                .add_exit(pool.exit_id.clone(), &pool.server_key)
+                .map_err(|e| anyhow::anyhow!("exit {}: {e:?}", pool.exit_id))?;
+        }
+        let view = Arc::new(RwLock::new(WgView::default()));
+        let carries_traffic = tun.is_some();
+        let shell = Shell {
+            plane,
+            socket,
+            v6_socket: local_addr.is_ipv6(),
+            tun,
+            queue: queue.0,
+            leases,
+            clock,
+            view: Arc::clone(&view),
+            handshakes: HashMap::new(),
+            last_rx: HashMap::new(),
+        };
+        let task = tokio::spawn(shell.run(shutdown));
+        Ok(Self {
+            local_addr,
+            view,
+            carries_traffic,
+            task,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn peer(&self, public_key: &str) -> Option<PeerView> {
+        self.view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .peers
+            .get(public_key)
+            .cloned()
+    }
+
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `[::]:port` (dual-stack), or `0.0.0.0:port` where IPv6 is off. With `fallback`, a
+/// taken port gives way to any free one (the demo) instead of an error.
+pub fn bind_udp(port: u16, fallback: bool) -> anyhow::Result<UdpSocket> {
+    let bind = |port: u16| {
+        std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))
+            .or_else(|_| std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port)))
+    };
+    let std_socket = match bind(port) {
+        Ok(s) => s,
+        Err(e) if fallback && port != 0 => {
+            log::warn!("WireGuard port {port} is taken ({e}); using a free port instead");
+            bind(0)?
+        }
+        Err(e) => {
+            anyhow::bail!("cannot bind the WireGuard UDP port {port} (wireguard.listen_port): {e}")
+        }
+    };
+    std_socket.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(std_socket)?)
+}
+
+struct Shell {
+    plane: DataPlane,
+    socket: UdpSocket,
+    v6_socket: bool,
+    tun: Option<Tun>,
+    queue: mpsc::UnboundedReceiver<Command>,
+    leases: Arc<LeaseService>,
+    clock: Arc<dyn Clock>,
+    view: Arc<RwLock<WgView>>,
+    /// Wall-clock time of each peer's last handshake (the plane keeps `Instant`s).
+    handshakes: HashMap<PublicKey, UnixMillis>,
+    /// Received bytes at the last tick, to notice traffic (activity for idle release).
+    last_rx: HashMap<PublicKey, u64>,
+}
+
+impl Shell {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut udp_buf = vec![0u8; MAX_DATAGRAM];
+        let mut tun_buf = vec![0u8; MAX_IP_PACKET];
+        let mut out = Vec::with_capacity(8);
+        let mut tick = tokio::time::interval(TICK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = self.socket.recv_from(&mut udp_buf) => match r {
+                    Ok((n, from)) => {
+                        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+                        let data = udp_buf.get(..n).unwrap_or_default();
+                        self.plane.handle_udp(from, data, Instant::now(), &mut out);
+                    }
+                    // ICMP errors from earlier sends surface here; they are no reason to stop.
+                    Err(e) => log::debug!("wireguard socket: {e}"),
+                },
+                r = recv_tun(self.tun.as_ref(), &mut tun_buf) => match r {
+                    Ok(n) => {
+                        let packet = tun_buf.get(..n).unwrap_or_default();
+                        self.plane.handle_tun(packet, Instant::now(), &mut out);
+                    }
+                    Err(e) => log::warn!("TUN read failed: {e}"),
+                },
+                Some(cmd) = self.queue.recv() => self.apply(cmd),
+                _ = tick.tick() => {
+                    self.plane.tick(Instant::now(), &mut out);
+                    self.publish();
+                }
+                _ = shutdown.changed() => return,
+            }
+            for o in out.drain(..) {
+                match o {
+                    Output::SendUdp { to, data } => {
+                        if let Err(e) = self
+                            .socket
+                            .send_to(&data, outbound(to, self.v6_socket))
+                            .await
+                        {
+                            log::debug!("send to {to}: {e}");
+                        }
+                    }
+                    Output::ToTun(packet) => {
+                        if let Some(tun) = &self.tun {
+                            if let Err(e) = tun.send(&packet).await {
+                                log::debug!("TUN write: {e}");
+                            }
+                        }
+                    }
+                    Output::Event(event) => self.event(event),
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddPeer {
+                exit,
+                key,
+                address,
+                lease,
+            } => {
+                if let Err(e) = self.plane.add_peer(&exit, key, address, lease) {
+                    log::error!("lease {lease}: cannot add peer {key} to {exit}: {e:?}");
+                }
+            }
+            Command::RemovePeer(key) => {
+                self.plane.remove_peer(&key);
+                self.handshakes.remove(&key);
+                self.last_rx.remove(&key);
+                self.view
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .peers
+                    .remove(&key.to_base64());
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::HandshakeCompleted {
+                public_key,
+                lease_id,
+                ..
+            } => {
+                let now = self.clock.now_ms();
+                self.handshakes.insert(public_key, now);
+                self.leases.note_handshake(&public_key.to_base64(), now);
+                log::debug!("lease {lease_id}: handshake with {public_key}");
+            }
+            Event::SessionExpired {
+                public_key,
+                lease_id,
+                ..
+            } => {
+                log::debug!("lease {lease_id}: session of {public_key} expired");
+            }
+        }
+    }
+
+    /// Refreshes the shared view and reports traffic as lease activity.
+    fn publish(&mut self) {
+        let now = self.clock.now_ms();
+        let mut peers = HashMap::with_capacity(self.plane.peer_count());
+        let mut active_sessions = 0;
+        for (key, stats) in self.plane.peers() {
+            if stats.has_session {
+                active_sessions += 1;
+            }
+            let before = self.last_rx.insert(key, stats.rx_bytes).unwrap_or(0);
+            if stats.rx_bytes > before {
+                self.leases.note_traffic(&key.to_base64(), now);
+            }
+            peers.insert(
+                key.to_base64(),
+                PeerView {
+                    last_handshake: self.handshakes.get(&key).copied(),
+                    rx_bytes: stats.rx_bytes,
+                    tx_bytes: stats.tx_bytes,
+                    endpoint: stats.endpoint,
+                },
+            );
+        }
+        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        view.peers = peers;
+        view.metrics = self.plane.metrics().clone();
+        view.active_sessions = active_sessions;
+    }
+}
+
+/// Waits for a TUN packet, or forever without a TUN (handshake-only).
+async fn recv_tun(tun: Option<&Tun>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match tun {
+        Some(t) => t.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An IPv4 destination on a dual-stack IPv6 socket must be written as `::ffff:a.b.c.d`.
+fn outbound(to: SocketAddr, v6_socket: bool) -> SocketAddr {
+    match (to, v6_socket) {
+        (SocketAddr::V4(v4), true) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        _ => to,
+    }
+}
+
+/// Is `ip` one of ours (for tests and diagnostics)?
+pub fn is_mapped_v4(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_destinations_are_mapped_on_v6_sockets() {
+        let v4: SocketAddr = "192.0.2.1:51820".parse().unwrap_or_else(|_| unreachable!());
+        let mapped = outbound(v4, true);
+        assert!(is_mapped_v4(mapped.ip()));
+        assert_eq!(mapped.port(), 51820);
+        assert_eq!(outbound(v4, false), v4);
+    }
+}
