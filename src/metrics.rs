@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::error::Family;
 use crate::lease::LeaseBook;
+use crate::wg::server::WgView;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -105,6 +106,76 @@ impl Metrics {
             );
         }
         let _ = writeln!(out, "# HELP edgeward_uptime_seconds Seconds since start.\n# TYPE edgeward_uptime_seconds gauge\nedgeward_uptime_seconds {uptime_seconds}");
+        out
+    }
+
+    /// The data plane's counters (handshakes, sessions, bytes, drops by reason).
+    pub fn render_wg(view: &WgView) -> String {
+        let m = &view.metrics;
+        let mut out = String::new();
+        for (name, help, kind, value) in [
+            (
+                "edgeward_wg_handshakes_total",
+                "WireGuard handshakes that made a new session.",
+                "counter",
+                m.handshakes_completed,
+            ),
+            (
+                "edgeward_wg_cookie_replies_total",
+                "Cookie replies sent under handshake load.",
+                "counter",
+                m.cookie_replies_sent,
+            ),
+            (
+                "edgeward_wg_peers",
+                "Peers (active leases) in the data plane.",
+                "gauge",
+                view.peers.len() as u64,
+            ),
+            (
+                "edgeward_wg_sessions",
+                "Peers with a live session.",
+                "gauge",
+                view.active_sessions as u64,
+            ),
+            (
+                "edgeward_wg_udp_bytes_in_total",
+                "Bytes received on the WireGuard port.",
+                "counter",
+                m.udp_bytes_in,
+            ),
+            (
+                "edgeward_wg_udp_bytes_out_total",
+                "Bytes sent from the WireGuard port.",
+                "counter",
+                m.udp_bytes_out,
+            ),
+            (
+                "edgeward_wg_tun_bytes_in_total",
+                "Bytes read from the TUN device.",
+                "counter",
+                m.tun_bytes_in,
+            ),
+            (
+                "edgeward_wg_tun_bytes_out_total",
+                "Bytes written to the TUN device.",
+                "counter",
+                m.tun_bytes_out,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let _ = writeln!(out, "# HELP edgeward_wg_dropped_total Datagrams and packets dropped, by reason.\n# TYPE edgeward_wg_dropped_total counter");
+        for (reason, n) in m.drops() {
+            let _ = writeln!(
+                out,
+                "edgeward_wg_dropped_total{{reason=\"{}\"}} {n}",
+                reason.as_str()
+            );
+        }
         out
     }
 }

@@ -62,11 +62,13 @@ fn health(state: &ApiState) -> Response<Body> {
 }
 
 fn metrics(state: &ApiState) -> Response<Body> {
-    let book = state.leases.read();
-    text_response(
-        "text/plain; version=0.0.4",
+    let mut text = {
+        let book = state.leases.read();
         state
             .metrics
-            .render(&book, state.started.elapsed().as_secs()),
-    )
+            .render(&book, state.started.elapsed().as_secs())
+    };
+    let view = state.wg.view.read().unwrap_or_else(|e| e.into_inner());
+    text.push_str(&crate::metrics::Metrics::render_wg(&view));
+    text_response("text/plain; version=0.0.4", text)
 }
