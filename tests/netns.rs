@@ -1,0 +1,458 @@
+//! End to end through network namespaces, with an independent WireGuard peer: Debian's
+//! `wireguard-go` + `wg` in a client namespace, edgeward (the real binary, with a TUN and its
+//! nftables masquerade) in a box namespace, and an "internet" namespace behind the box.
+//!
+//! ```text
+//!  client ns                 box ns                         inet ns
+//!  wireguard-go ── veth ── 198.51.100.1  edgeward  203.0.113.1 ── veth ── 203.0.113.2 (echo)
+//!  198.51.100.2                  TUN ew0: 10.8.0.1, 10.9.0.1
+//! ```
+//!
+//! Needs root (namespaces, TUN, nftables); fails with a clear message without it. Every
+//! namespace and process it makes is removed by name or PID when the test ends.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "the namespace tests need root (ip netns, TUN, nftables); CI runs them as root"
+    );
+    for tool in ["ip", "wg", "wireguard-go", "nft", "curl", "python3"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(found, "{tool} is missing (tests/run.sh installs it)");
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Three namespaces wired as in the module doc; removed on drop.
+struct Topology {
+    tag: String,
+    client: String,
+    boxns: String,
+    inet: String,
+}
+
+impl Topology {
+    fn new() -> Self {
+        let tag = format!(
+            "ew{}{}",
+            std::process::id() % 10_000,
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let t = Self {
+            client: format!("{tag}c"),
+            boxns: format!("{tag}b"),
+            inet: format!("{tag}i"),
+            tag,
+        };
+        for ns in [&t.client, &t.boxns, &t.inet] {
+            run(&["ip", "netns", "add", ns]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let (c0, bc, bi, i0) = (
+            format!("{}c0", t.tag),
+            format!("{}bc", t.tag),
+            format!("{}bi", t.tag),
+            format!("{}i0", t.tag),
+        );
+        run(&[
+            "ip", "link", "add", &c0, "netns", &t.client, "type", "veth", "peer", "name", &bc,
+            "netns", &t.boxns,
+        ]);
+        run(&[
+            "ip", "link", "add", &bi, "netns", &t.boxns, "type", "veth", "peer", "name", &i0,
+            "netns", &t.inet,
+        ]);
+        for (ns, dev, addr) in [
+            (&t.client, &c0, "198.51.100.2/24"),
+            (&t.boxns, &bc, "198.51.100.1/24"),
+            (&t.boxns, &bi, "203.0.113.1/24"),
+            (&t.inet, &i0, "203.0.113.2/24"),
+        ] {
+            run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        run(&[
+            "ip",
+            "-n",
+            &t.boxns,
+            "route",
+            "add",
+            "default",
+            "via",
+            "203.0.113.2",
+        ]);
+        t
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).args(args);
+        c
+    }
+
+    /// GET through the API inside the box namespace.
+    fn api(&self, method: &str, path: &str, body: Option<&str>) -> Value {
+        let url = format!("http://127.0.0.1:8080{path}");
+        let mut args = vec!["curl", "-s", "-X", method, url.as_str()];
+        if let Some(b) = body {
+            args.extend(["-H", "Content-Type: application/json", "-d", b]);
+        }
+        let out = self.exec(&self.boxns, &args).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{path}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// What the echo server in the internet namespace says our address is, or None.
+    fn fetch_from_client(&self, timeout: Duration) -> Option<String> {
+        let t = format!("{}", timeout.as_secs_f64());
+        let out = self
+            .exec(
+                &self.client,
+                &["curl", "-s", "--max-time", &t, "http://203.0.113.2:8000/"],
+            )
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in [&self.client, &self.boxns, &self.inet] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A child process killed by PID on drop.
+struct Proc(Child);
+
+impl Proc {
+    /// SIGTERM, then wait: the clean stop operators get from systemd or procd.
+    fn stop(mut self) {
+        run(&["kill", "-TERM", &self.0.id().to_string()]);
+        let status = self.0.wait().unwrap();
+        assert!(
+            status.success(),
+            "edgeward exited with {status} after SIGTERM"
+        );
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn echo_server(t: &Topology) -> Proc {
+    let script = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = self.client_address[0].encode()\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    def log_message(self, *a): pass\nhttp.server.HTTPServer(('203.0.113.2', 8000), H).serve_forever()\n";
+    Proc(t.exec(&t.inet, &["python3", "-c", script]).spawn().unwrap())
+}
+
+fn write_config(dir: &Path, idle: &str) -> PathBuf {
+    let path = dir.join("edgeward.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[api]\nlisten = [\"127.0.0.1:8080\"]\n[store]\npath = \"{}\"\n[wireguard]\nlisten_port = 51820\nendpoint_host = \"198.51.100.1\"\ntun = \"ew0\"\ndns = []\n[vpn]\nidle_release = \"{idle}\"\n[[vpn.pool]]\nsubnet = \"10.8.0.0/24\"\nkeys = 4\n[[vpn.pool]]\nsubnet = \"10.9.0.0/24\"\nkeys = 4\nendpoint_host = \"198.51.100.1\"\n",
+            dir.join("store.redb").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start_edgeward(t: &Topology, config: &Path) -> Proc {
+    let child = t
+        .exec(
+            &t.boxns,
+            &[
+                env!("CARGO_BIN_EXE_edgeward"),
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+            ],
+        )
+        .env("EDGEWARD_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = t
+            .exec(
+                &t.boxns,
+                &[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "http://127.0.0.1:8080/api/health",
+                ],
+            )
+            .status()
+            .unwrap()
+            .success();
+        if ok {
+            return Proc(child);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edgeward did not start in the box namespace"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A wireguard-go interface in the client namespace, set up from an allocate answer the way
+/// a client would (Address/DNS lines are wg-quick's; `wg setconf` gets the rest).
+struct WgClient {
+    name: String,
+    _proc: Proc,
+}
+
+impl WgClient {
+    fn new(t: &Topology, suffix: &str, lease: &Value, dir: &Path) -> Self {
+        let name = format!("{}w{suffix}", t.tag);
+        let proc = Proc(
+            t.exec(&t.client, &["wireguard-go", "-f", &name])
+                .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !Path::new(&format!("/var/run/wireguard/{name}.sock")).exists() {
+            assert!(Instant::now() < deadline, "wireguard-go did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let conf: String = lease["config"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("Address = ") && !l.starts_with("DNS = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let conf_path = dir.join(format!("{name}.conf"));
+        std::fs::write(&conf_path, conf).unwrap();
+        let ip = lease["internal_ip"].as_str().unwrap();
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &t.client,
+            "wg",
+            "setconf",
+            &name,
+            conf_path.to_str().unwrap(),
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &t.client,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            &name,
+        ]);
+        run(&["ip", "-n", &t.client, "link", "set", &name, "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &t.client,
+            "route",
+            "replace",
+            "203.0.113.0/24",
+            "dev",
+            &name,
+        ]);
+        Self { name, _proc: proc }
+    }
+}
+
+impl Drop for WgClient {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.name));
+    }
+}
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn traffic_flows_with_nat_on_two_exits_stops_at_release_and_survives_a_restart() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let t = Topology::new();
+    let _echo = echo_server(&t);
+    let config = write_config(dir.path(), "10m");
+    let edgeward = start_edgeward(&t, &config);
+
+    // A client on each exit (two pools, one UDP port).
+    let a = t.api("GET", "/vpn_api/allocate?ip=198.51.100.1", None);
+    assert_eq!(a["success"], true, "{a}");
+    let wa = WgClient::new(&t, "a", &a, dir.path());
+    wait_until(
+        "client A never got through",
+        Duration::from_secs(10),
+        || t.fetch_from_client(Duration::from_secs(2)).is_some(),
+    );
+    // The internet sees the box's uplink address: masquerade works.
+    assert_eq!(
+        t.fetch_from_client(Duration::from_secs(3)).unwrap(),
+        "203.0.113.1"
+    );
+    let b = t.api("GET", "/vpn_api/allocate?ip=198.51.100.1", None);
+    assert_ne!(
+        a["server_pubkey"], b["server_pubkey"],
+        "both leases on one exit"
+    );
+    drop(wa);
+    let _wb = WgClient::new(&t, "b", &b, dir.path());
+    wait_until(
+        "client B (second exit) never got through",
+        Duration::from_secs(10),
+        || t.fetch_from_client(Duration::from_secs(2)).as_deref() == Some("203.0.113.1"),
+    );
+    // Handshake time and bytes show in status (published on the data plane's 250 ms tick).
+    wait_until(
+        "status never showed the handshake and bytes",
+        Duration::from_secs(3),
+        || {
+            let status = t.api("GET", "/vpn_api/status", None);
+            status["active_connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| {
+                    c["internal_ip"] == b["internal_ip"]
+                        && c["last_handshake"].is_string()
+                        && c["rx_bytes"].as_u64().unwrap_or(0) > 0
+                })
+        },
+    );
+
+    // Restart after kill -9: the client's tunnel comes back without a new lease (after its
+    // own rekey), and the host's rules are reconciled, not duplicated.
+    drop(edgeward);
+    let edgeward = start_edgeward(&t, &config);
+    let ruleset = String::from_utf8_lossy(
+        &t.exec(&t.boxns, &["nft", "list", "table", "inet", "edgeward"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert_eq!(ruleset.matches("masquerade").count(), 1, "{ruleset}");
+    wait_until(
+        "the tunnel did not come back after a restart",
+        Duration::from_secs(45),
+        || t.fetch_from_client(Duration::from_secs(3)).is_some(),
+    );
+
+    // Release: traffic stops within a second.
+    let body = serde_json::json!({"public_key": b["public_key"]}).to_string();
+    let r = t.api("POST", "/vpn_api/release", Some(&body));
+    assert_eq!(r["message"], "VPN key released successfully");
+    let released = Instant::now();
+    assert!(
+        t.fetch_from_client(Duration::from_secs(1)).is_none(),
+        "traffic still flows after release"
+    );
+    assert!(released.elapsed() < Duration::from_secs(2));
+
+    // A clean stop removes edgeward's nftables table.
+    edgeward.stop();
+    let tables = String::from_utf8_lossy(
+        &t.exec(&t.boxns, &["nft", "list", "tables"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(!tables.contains("edgeward"), "{tables}");
+}
+
+#[test]
+fn an_idle_lease_expires_and_its_tunnel_stops() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let t = Topology::new();
+    let _echo = echo_server(&t);
+    let config = write_config(dir.path(), "3s");
+    let _edgeward = start_edgeward(&t, &config);
+    let a = t.api("GET", "/vpn_api/allocate", None);
+    let w = WgClient::new(&t, "a", &a, dir.path());
+    wait_until("client never got through", Duration::from_secs(10), || {
+        t.fetch_from_client(Duration::from_secs(2)).is_some()
+    });
+    // Traffic keeps it alive past idle_release...
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(t.fetch_from_client(Duration::from_secs(2)).is_some());
+    }
+    assert_eq!(
+        t.api("GET", "/vpn_api/status", None)["statistics"]["keys_in_use"],
+        1
+    );
+    // ...silence does not: the interface goes down, the lease is released, the key is dead.
+    run(&["ip", "-n", &t.client, "link", "set", &w.name, "down"]);
+    wait_until(
+        "the idle lease was not released",
+        Duration::from_secs(10),
+        || t.api("GET", "/vpn_api/status", None)["statistics"]["keys_in_use"] == 0,
+    );
+    run(&["ip", "-n", &t.client, "link", "set", &w.name, "up"]);
+    run(&[
+        "ip",
+        "-n",
+        &t.client,
+        "route",
+        "replace",
+        "203.0.113.0/24",
+        "dev",
+        &w.name,
+    ]);
+    assert!(
+        t.fetch_from_client(Duration::from_secs(3)).is_none(),
+        "an expired key still carries traffic"
+    );
+}
