@@ -195,8 +195,9 @@ fn write_config(dir: &Path, idle: &str) -> PathBuf {
 }
 
 fn start_edgeward(t: &Topology, config: &Path) -> Proc {
-    let child = t
-        .exec(
+    // Owned by a guard at once, so a failed start still ends the process.
+    let child = Proc(
+        t.exec(
             &t.boxns,
             &[
                 env!("CARGO_BIN_EXE_edgeward"),
@@ -207,7 +208,8 @@ fn start_edgeward(t: &Topology, config: &Path) -> Proc {
         )
         .env("EDGEWARD_LOG", "warn")
         .spawn()
-        .unwrap();
+        .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ok = t
@@ -225,7 +227,7 @@ fn start_edgeward(t: &Topology, config: &Path) -> Proc {
             .unwrap()
             .success();
         if ok {
-            return Proc(child);
+            return child;
         }
         assert!(
             Instant::now() < deadline,
