@@ -47,10 +47,11 @@ section "cargo test --lib --features mock-time wg:: (data-plane timer tests)"
 cargo test --locked --lib --features mock-time wg::
 
 # --- fuzzing smoke run ------------------------------------------------------------------
-# Bounded: proves the targets build and survive 30 s of libFuzzer; longer runs are manual
-# (`cargo +nightly fuzz run at_codec`).
-section "cargo +nightly fuzz run at_codec (30 s)"
+# Bounded: proves the targets build and survive 30 s of libFuzzer each; longer runs are manual
+# (`cargo +nightly fuzz run at_codec`, `... wg_ingress`). pipefail makes a crash fail the run.
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-cargo +nightly fuzz run at_codec -- -max_total_time=30 2>&1 | tail -n 3
-test "${PIPESTATUS[0]}" -eq 0
+for target in at_codec wg_ingress; do
+    section "cargo +nightly fuzz run $target (30 s)"
+    cargo +nightly fuzz run "$target" -- -max_total_time=30 2>&1 | tail -n 3
+done

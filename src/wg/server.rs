@@ -177,6 +177,9 @@ pub fn bind_udp(port: u16, fallback: bool) -> anyhow::Result<UdpSocket> {
     Ok(UdpSocket::from_std(std_socket)?)
 }
 
+/// Most datagrams (or TUN packets) handled per wakeup before outputs are flushed.
+const BATCH: usize = 64;
+
 struct Shell {
     plane: DataPlane,
     socket: UdpSocket,
@@ -203,17 +206,26 @@ impl Shell {
             tokio::select! {
                 r = self.socket.recv_from(&mut udp_buf) => match r {
                     Ok((n, from)) => {
-                        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-                        let data = udp_buf.get(..n).unwrap_or_default();
-                        self.plane.handle_udp(from, data, Instant::now(), &mut out);
+                        self.udp_in(from, udp_buf.get(..n).unwrap_or_default(), &mut out);
+                        // Whatever else is already queued goes in the same wakeup.
+                        for _ in 1..BATCH {
+                            let Ok((n, from)) = self.socket.try_recv_from(&mut udp_buf) else { break };
+                            self.udp_in(from, udp_buf.get(..n).unwrap_or_default(), &mut out);
+                        }
                     }
                     // ICMP errors from earlier sends surface here; they are no reason to stop.
                     Err(e) => log::debug!("wireguard socket: {e}"),
                 },
                 r = recv_tun(self.tun.as_ref(), &mut tun_buf) => match r {
                     Ok(n) => {
-                        let packet = tun_buf.get(..n).unwrap_or_default();
-                        self.plane.handle_tun(packet, Instant::now(), &mut out);
+                        let now = Instant::now();
+                        self.plane.handle_tun(tun_buf.get(..n).unwrap_or_default(), now, &mut out);
+                        if let Some(tun) = &self.tun {
+                            for _ in 1..BATCH {
+                                let Ok(n) = tun.try_recv(&mut tun_buf) else { break };
+                                self.plane.handle_tun(tun_buf.get(..n).unwrap_or_default(), now, &mut out);
+                            }
+                        }
                     }
                     Err(e) => log::warn!("TUN read failed: {e}"),
                 },
@@ -224,26 +236,46 @@ impl Shell {
                 }
                 _ = shutdown.changed() => return,
             }
-            for o in out.drain(..) {
-                match o {
-                    Output::SendUdp { to, data } => {
-                        if let Err(e) = self
-                            .socket
-                            .send_to(&data, outbound(to, self.v6_socket))
-                            .await
-                        {
-                            log::debug!("send to {to}: {e}");
+            self.flush(&mut out).await;
+        }
+    }
+
+    fn udp_in(&mut self, from: SocketAddr, data: &[u8], out: &mut Vec<Output>) {
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+        self.plane.handle_udp(from, data, Instant::now(), out);
+    }
+
+    /// Performs the plane's outputs in order; a non-blocking attempt first, since the socket
+    /// and the TUN are nearly always writable.
+    async fn flush(&mut self, out: &mut Vec<Output>) {
+        for o in out.drain(..) {
+            match o {
+                Output::SendUdp { to, data } => {
+                    let to = outbound(to, self.v6_socket);
+                    let sent = match self.socket.try_send_to(&data, to) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            self.socket.send_to(&data, to).await
                         }
+                        r => r,
+                    };
+                    if let Err(e) = sent {
+                        log::debug!("send to {to}: {e}");
                     }
-                    Output::ToTun(packet) => {
-                        if let Some(tun) = &self.tun {
-                            if let Err(e) = tun.send(&packet).await {
-                                log::debug!("TUN write: {e}");
-                            }
-                        }
-                    }
-                    Output::Event(event) => self.event(event),
                 }
+                Output::ToTun(packet) => {
+                    if let Some(tun) = &self.tun {
+                        let written = match tun.try_send(&packet) {
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                tun.send(&packet).await
+                            }
+                            r => r,
+                        };
+                        if let Err(e) = written {
+                            log::debug!("TUN write: {e}");
+                        }
+                    }
+                }
+                Output::Event(event) => self.event(event),
             }
         }
     }

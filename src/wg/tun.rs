@@ -42,4 +42,14 @@ impl Tun {
     pub async fn send(&self, packet: &[u8]) -> io::Result<usize> {
         self.device.send(packet).await
     }
+
+    /// A read that never waits (`WouldBlock` when nothing is queued).
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.device.try_recv(buf)
+    }
+
+    /// A write that never waits (`WouldBlock` when the device queue is full).
+    pub fn try_send(&self, packet: &[u8]) -> io::Result<usize> {
+        self.device.try_send(packet)
+    }
 }
