@@ -36,6 +36,10 @@ enum Command {
         /// Where the demo's HTTP API listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Carry real traffic through this TUN device (needs root; adds forwarding and an
+        /// nftables masquerade table, removed at exit). Without it the demo is handshake-only.
+        #[arg(long)]
+        tun: Option<String>,
     },
 }
 
@@ -47,7 +51,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => Config::load(&config)
             .map_err(anyhow::Error::from)
             .and_then(|c| run(c, AppOptions::default(), None)),
-        Command::Demo { listen } => demo(listen),
+        Command::Demo { listen, tun } => demo(listen, tun),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,11 +86,15 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::print_stdout)]
-fn demo(listen: SocketAddr) -> anyhow::Result<()> {
+fn demo(listen: SocketAddr, tun: Option<String>) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("edgeward-demo-")
         .tempdir()?;
-    let demo = edgeward::demo::start(dir.path(), Some(listen))?;
+    let mut demo = edgeward::demo::start(dir.path(), Some(listen))?;
+    if let Some(name) = tun {
+        demo.config.wireguard.tun = name;
+        demo.config.validate()?;
+    }
     let options = AppOptions {
         modem_time_scale: edgeward::demo::MODEM_TIME_SCALE,
         wg_port_fallback: true,

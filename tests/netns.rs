@@ -458,3 +458,58 @@ fn an_idle_lease_expires_and_its_tunnel_stops() {
         "an expired key still carries traffic"
     );
 }
+
+#[test]
+fn a_dongle_exits_policy_routing_is_installed_idempotently_and_removed() {
+    require_root();
+    use edgeward::wg::net::EgressRoute;
+    let t = Topology::new();
+    // The box's uplink veth stands in for a modem's interface.
+    let netdev = format!("{}bi", t.tag);
+    let route = EgressRoute::for_dongle(17, "10.8.17.0/24".parse().unwrap(), &netdev);
+    route.apply_in(Some(&t.boxns)).unwrap();
+    route.apply_in(Some(&t.boxns)).unwrap(); // again: reconciled, not duplicated
+    let rules = run(&["ip", "-n", &t.boxns, "rule", "show"]);
+    assert_eq!(
+        rules.matches("from 10.8.17.0/24 lookup 1017").count(),
+        1,
+        "{rules}"
+    );
+    let table = run(&["ip", "-n", &t.boxns, "route", "show", "table", "1017"]);
+    assert!(table.contains(&format!("default dev {netdev}")), "{table}");
+    // A packet from the dongle subnet is routed out of the modem's interface (a forwarded
+    // packet, so forwarding must be on, as edgeward sets it).
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &t.boxns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+    let get = run(&[
+        "ip",
+        "-n",
+        &t.boxns,
+        "route",
+        "get",
+        "192.0.2.99",
+        "from",
+        "10.8.17.2",
+        "iif",
+        "lo",
+    ]);
+    assert!(
+        get.contains(&format!("dev {netdev}")) && get.contains("table 1017"),
+        "{get}"
+    );
+    route.remove_in(Some(&t.boxns)).unwrap();
+    let rules = run(&["ip", "-n", &t.boxns, "rule", "show"]);
+    assert!(!rules.contains("1017"), "{rules}");
+    assert!(
+        run(&["ip", "-n", &t.boxns, "route", "show", "table", "1017"])
+            .trim()
+            .is_empty()
+    );
+}

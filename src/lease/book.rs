@@ -306,13 +306,21 @@ impl LeaseBook {
         }
     }
 
-    /// Records that a lease's client sent traffic (activity).
-    pub fn note_traffic(&mut self, public_key: &str, at: UnixMillis) -> bool {
+    /// Records a lease's traffic counters from the data plane; growth in received bytes is
+    /// activity. The counters ride along in the record, so an ended lease keeps them.
+    pub fn note_traffic(&mut self, public_key: &str, at: UnixMillis, rx: u64, tx: u64) -> bool {
         let Some(&id) = self.by_public_key.get(public_key) else {
             return false;
         };
-        let seen = self.traffic.entry(id).or_insert(at);
-        *seen = (*seen).max(at);
+        let Some((_, lease)) = self.leases.get_mut(&id) else {
+            return false;
+        };
+        if rx > lease.rx_bytes {
+            let seen = self.traffic.entry(id).or_insert(at);
+            *seen = (*seen).max(at);
+        }
+        lease.rx_bytes = lease.rx_bytes.max(rx);
+        lease.tx_bytes = lease.tx_bytes.max(tx);
         true
     }
 
@@ -490,10 +498,16 @@ mod tests {
         assert_eq!(b.idle_client_leases(600_000, idle), vec![a.id]);
         assert_eq!(b.idle_client_leases(1_100_000, idle), vec![a.id, c.id]);
         assert!(!b.note_handshake("nobody", 1));
-        // traffic counts as activity too
-        assert!(b.note_traffic(&c.public_key, 1_200_000));
+        // received traffic counts as activity too, and the counters are kept
+        assert!(b.note_traffic(&c.public_key, 1_200_000, 500, 700));
         assert_eq!(b.idle_client_leases(1_700_000, idle), vec![a.id]);
-        assert!(!b.note_traffic("nobody", 1));
+        assert_eq!(b.get(c.id).unwrap().rx_bytes, 500);
+        // unchanged counters are not activity
+        assert!(b.note_traffic(&c.public_key, 1_900_000, 500, 900));
+        assert_eq!(b.idle_client_leases(1_900_000, idle), vec![a.id, c.id]);
+        let ended = b.end(c.id, 2_000_000, EndReason::Released, None).unwrap();
+        assert_eq!((ended.rx_bytes, ended.tx_bytes), (500, 900));
+        assert!(!b.note_traffic("nobody", 1, 1, 1));
     }
 
     #[test]

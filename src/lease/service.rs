@@ -277,12 +277,12 @@ impl LeaseService {
             .note_handshake(public_key, at)
     }
 
-    /// Activity from the data plane: this client key's lease carried traffic.
-    pub fn note_traffic(&self, public_key: &str, at: UnixMillis) -> bool {
+    /// Traffic counters from the data plane (received bytes growing is activity).
+    pub fn note_traffic(&self, public_key: &str, at: UnixMillis, rx: u64, tx: u64) -> bool {
         self.book
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .note_traffic(public_key, at)
+            .note_traffic(public_key, at, rx, tx)
     }
 
     /// Usage of the pools of `host` (all for `None`).

@@ -58,6 +58,111 @@ pub fn dongle_table(number: u32) -> u32 {
     1000 + number
 }
 
+/// Policy routing for one exit whose clients must leave through one interface (a dongle's
+/// modem): `from <subnet> lookup <table>` and, in that table, a default route out of
+/// `netdev`. Applying is idempotent (stale copies of the rule are removed first); removing
+/// takes out the rule and flushes the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRoute {
+    pub subnet: Ipv4Net,
+    pub netdev: String,
+    pub table: u32,
+}
+
+impl EgressRoute {
+    pub fn for_dongle(number: u32, subnet: Ipv4Net, netdev: &str) -> Self {
+        Self {
+            subnet,
+            netdev: netdev.to_owned(),
+            table: dongle_table(number),
+        }
+    }
+
+    fn rule(&self) -> Vec<String> {
+        // The rule's priority is its table number: before the main table (32766), and
+        // unique per exit, so `rule del` with the same words finds exactly ours.
+        vec![
+            "from".into(),
+            self.subnet.to_string(),
+            "lookup".into(),
+            self.table.to_string(),
+            "priority".into(),
+            self.table.to_string(),
+        ]
+    }
+
+    /// The `ip` invocations that install it, in order (pure; see [`Self::apply_in`]).
+    pub fn install_commands(&self) -> Vec<Vec<String>> {
+        let mut add = vec!["rule".to_owned(), "add".to_owned()];
+        add.extend(self.rule());
+        vec![
+            add,
+            vec![
+                "route".into(),
+                "replace".into(),
+                "default".into(),
+                "dev".into(),
+                self.netdev.clone(),
+                "table".into(),
+                self.table.to_string(),
+            ],
+        ]
+    }
+
+    /// Installs it with `ip` (in network namespace `netns`, or the current one).
+    pub fn apply_in(&self, netns: Option<&str>) -> anyhow::Result<()> {
+        self.remove_rules(netns);
+        for args in self.install_commands() {
+            ip(netns, &args)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the rule and everything in its table.
+    pub fn remove_in(&self, netns: Option<&str>) -> anyhow::Result<()> {
+        self.remove_rules(netns);
+        ip(
+            netns,
+            &[
+                "route".into(),
+                "flush".into(),
+                "table".into(),
+                self.table.to_string(),
+            ],
+        )
+    }
+
+    fn remove_rules(&self, netns: Option<&str>) {
+        let mut del = vec!["rule".to_owned(), "del".to_owned()];
+        del.extend(self.rule());
+        // Each `rule del` removes one copy; stop when none is left (bounded, never a spin).
+        for _ in 0..16 {
+            if ip(netns, &del).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+fn ip(netns: Option<&str>, args: &[String]) -> anyhow::Result<()> {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    let out = cmd
+        .args(args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run ip (iproute2): {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `nft -f -` with `ruleset`.
 pub fn apply(ruleset: &str) -> anyhow::Result<()> {
     nft(ruleset)
@@ -126,5 +231,18 @@ mod tests {
         assert!(r.contains("ip saddr { 10.8.0.0/24, 10.9.0.0/24 } oifname != \"ew0\" masquerade"));
         assert!(r.contains("iifname \"ew0\" accept"));
         assert_eq!(dongle_table(17), 1017);
+    }
+
+    #[test]
+    fn a_dongle_exit_gets_its_own_table_and_rule() {
+        let r = EgressRoute::for_dongle(17, "10.8.17.0/24".parse().unwrap(), "wwan17");
+        let cmds: Vec<String> = r.install_commands().iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            cmds,
+            vec![
+                "rule add from 10.8.17.0/24 lookup 1017 priority 1017",
+                "route replace default dev wwan17 table 1017",
+            ]
+        );
     }
 }

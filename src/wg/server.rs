@@ -337,8 +337,9 @@ impl Shell {
                 active_sessions += 1;
             }
             let before = self.last_rx.insert(key, stats.rx_bytes).unwrap_or(0);
-            if stats.rx_bytes > before {
-                self.leases.note_traffic(&key.to_base64(), now);
+            if stats.rx_bytes != before {
+                self.leases
+                    .note_traffic(&key.to_base64(), now, stats.rx_bytes, stats.tx_bytes);
             }
             peers.insert(
                 key.to_base64(),
