@@ -21,6 +21,10 @@ use serde_json::Value;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// The internet host client A's tunnel leads to, and client B's.
+const HOST_A: &str = "203.0.113.2";
+const HOST_B: &str = "203.0.113.3";
+
 fn require_root() {
     assert!(
         nix::unistd::Uid::effective().is_root(),
@@ -105,6 +109,17 @@ impl Topology {
             "via",
             "203.0.113.2",
         ]);
+        // A second internet host, so two tunnels can be told apart by where they lead.
+        run(&[
+            "ip",
+            "-n",
+            &t.inet,
+            "addr",
+            "add",
+            "203.0.113.3/24",
+            "dev",
+            &i0,
+        ]);
         t
     }
 
@@ -130,14 +145,17 @@ impl Topology {
         })
     }
 
-    /// What the echo server in the internet namespace says our address is, or None.
+    /// What the echo server at 203.0.113.2 says our address is, or None.
     fn fetch_from_client(&self, timeout: Duration) -> Option<String> {
+        self.fetch_via(HOST_A, timeout)
+    }
+
+    /// The same, from the internet host `target` (each client routes one host).
+    fn fetch_via(&self, target: &str, timeout: Duration) -> Option<String> {
         let t = format!("{}", timeout.as_secs_f64());
+        let url = format!("http://{target}:8000/");
         let out = self
-            .exec(
-                &self.client,
-                &["curl", "-s", "--max-time", &t, "http://203.0.113.2:8000/"],
-            )
+            .exec(&self.client, &["curl", "-s", "--max-time", &t, &url])
             .output()
             .unwrap();
         out.status
@@ -177,7 +195,7 @@ impl Drop for Proc {
 }
 
 fn echo_server(t: &Topology) -> Proc {
-    let script = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = self.client_address[0].encode()\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    def log_message(self, *a): pass\nhttp.server.HTTPServer(('203.0.113.2', 8000), H).serve_forever()\n";
+    let script = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = self.client_address[0].encode()\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    def log_message(self, *a): pass\nhttp.server.HTTPServer(('0.0.0.0', 8000), H).serve_forever()\n";
     Proc(t.exec(&t.inet, &["python3", "-c", script]).spawn().unwrap())
 }
 
@@ -245,7 +263,7 @@ struct WgClient {
 }
 
 impl WgClient {
-    fn new(t: &Topology, suffix: &str, lease: &Value, dir: &Path) -> Self {
+    fn new(t: &Topology, suffix: &str, lease: &Value, dir: &Path, host: &str) -> Self {
         let name = format!("{}w{suffix}", t.tag);
         let proc = Proc(
             t.exec(&t.client, &["wireguard-go", "-f", &name])
@@ -297,7 +315,7 @@ impl WgClient {
             &t.client,
             "route",
             "replace",
-            "203.0.113.0/24",
+            &format!("{host}/32"),
             "dev",
             &name,
         ]);
@@ -331,7 +349,7 @@ fn traffic_flows_with_nat_on_two_exits_stops_at_release_and_survives_a_restart()
     // A client on each exit (two pools, one UDP port).
     let a = t.api("GET", "/vpn_api/allocate?ip=198.51.100.1", None);
     assert_eq!(a["success"], true, "{a}");
-    let wa = WgClient::new(&t, "a", &a, dir.path());
+    let _wa = WgClient::new(&t, "a", &a, dir.path(), HOST_A);
     wait_until(
         "client A never got through",
         Duration::from_secs(10),
@@ -347,13 +365,27 @@ fn traffic_flows_with_nat_on_two_exits_stops_at_release_and_survives_a_restart()
         a["server_pubkey"], b["server_pubkey"],
         "both leases on one exit"
     );
-    drop(wa);
-    let _wb = WgClient::new(&t, "b", &b, dir.path());
+    let _wb = WgClient::new(&t, "b", &b, dir.path(), HOST_B);
     wait_until(
         "client B (second exit) never got through",
         Duration::from_secs(10),
-        || t.fetch_from_client(Duration::from_secs(2)).as_deref() == Some("203.0.113.1"),
+        || t.fetch_via(HOST_B, Duration::from_secs(2)).is_some(),
     );
+    // Both exits, one UDP port, at the same time.
+    std::thread::scope(|scope| {
+        let through_a = scope.spawn(|| t.fetch_via(HOST_A, Duration::from_secs(3)));
+        let through_b = scope.spawn(|| t.fetch_via(HOST_B, Duration::from_secs(3)));
+        assert_eq!(
+            through_a.join().unwrap().as_deref(),
+            Some("203.0.113.1"),
+            "exit 1"
+        );
+        assert_eq!(
+            through_b.join().unwrap().as_deref(),
+            Some("203.0.113.1"),
+            "exit 2"
+        );
+    });
     // Handshake time and bytes show in status (published on the data plane's 250 ms tick).
     wait_until(
         "status never showed the handshake and bytes",
@@ -384,11 +416,13 @@ fn traffic_flows_with_nat_on_two_exits_stops_at_release_and_survives_a_restart()
     )
     .into_owned();
     assert_eq!(ruleset.matches("masquerade").count(), 1, "{ruleset}");
-    wait_until(
-        "the tunnel did not come back after a restart",
-        Duration::from_secs(45),
-        || t.fetch_from_client(Duration::from_secs(3)).is_some(),
-    );
+    for host in [HOST_A, HOST_B] {
+        wait_until(
+            "a tunnel did not come back after a restart",
+            Duration::from_secs(45),
+            || t.fetch_via(host, Duration::from_secs(3)).is_some(),
+        );
+    }
 
     // Release: traffic stops within a second.
     let body = serde_json::json!({"public_key": b["public_key"]}).to_string();
@@ -396,10 +430,12 @@ fn traffic_flows_with_nat_on_two_exits_stops_at_release_and_survives_a_restart()
     assert_eq!(r["message"], "VPN key released successfully");
     let released = Instant::now();
     assert!(
-        t.fetch_from_client(Duration::from_secs(1)).is_none(),
+        t.fetch_via(HOST_B, Duration::from_secs(1)).is_none(),
         "traffic still flows after release"
     );
     assert!(released.elapsed() < Duration::from_secs(2));
+    // The other lease, on the other exit, is untouched.
+    assert!(t.fetch_via(HOST_A, Duration::from_secs(3)).is_some());
 
     // A clean stop removes edgeward's nftables table.
     edgeward.stop();
@@ -422,7 +458,7 @@ fn an_idle_lease_expires_and_its_tunnel_stops() {
     let config = write_config(dir.path(), "3s");
     let _edgeward = start_edgeward(&t, &config);
     let a = t.api("GET", "/vpn_api/allocate", None);
-    let w = WgClient::new(&t, "a", &a, dir.path());
+    let w = WgClient::new(&t, "a", &a, dir.path(), HOST_A);
     wait_until("client never got through", Duration::from_secs(10), || {
         t.fetch_from_client(Duration::from_secs(2)).is_some()
     });
@@ -449,7 +485,7 @@ fn an_idle_lease_expires_and_its_tunnel_stops() {
         &t.client,
         "route",
         "replace",
-        "203.0.113.0/24",
+        &format!("{HOST_A}/32"),
         "dev",
         &w.name,
     ]);
