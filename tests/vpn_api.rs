@@ -30,10 +30,6 @@ keys = 3
 endpoint_host = "198.51.100.20"
 "#;
 
-fn release_body(key: &str) -> String {
-    json!({ "public_key": key }).to_string()
-}
-
 #[tokio::test]
 async fn list_names_each_pool_host_once_in_config_order() {
     // Two pools share the default host: it is listed once.
@@ -169,13 +165,13 @@ async fn release_frees_the_slot_and_the_key_is_never_handed_out_again() {
     let s = TestServer::start(TWO_POOLS).await;
     let a = s.get("/vpn_api/allocate?ip=203.0.113.10").await.json();
     let key = a["public_key"].as_str().unwrap().to_owned();
-    let r = s.post_json("/vpn_api/release", &release_body(&key)).await;
+    let r = s.release(&key).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
         r.body.as_ref(),
         br#"{"success":true,"message":"VPN key released successfully"}"#
     );
-    let r = s.post_json("/vpn_api/release", &release_body(&key)).await;
+    let r = s.release(&key).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(
         r.body.as_ref(),
@@ -188,9 +184,7 @@ async fn release_frees_the_slot_and_the_key_is_never_handed_out_again() {
     assert_ne!(b["private_key"], a["private_key"]);
     // A well-formed key that was never issued.
     let stranger = PrivateKey::generate().public_key().to_base64();
-    let r = s
-        .post_json("/vpn_api/release", &release_body(&stranger))
-        .await;
+    let r = s.release(&stranger).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["error"], "Key not found or not in use");
     s.stop().await;
@@ -255,12 +249,7 @@ async fn bad_release_requests_name_the_problem_and_change_nothing() {
     }
     let status = s.get("/vpn_api/status").await.json();
     assert_eq!(status["statistics"]["keys_in_use"], 1);
-    let r = s
-        .post_json(
-            "/vpn_api/release",
-            &release_body(a["public_key"].as_str().unwrap()),
-        )
-        .await;
+    let r = s.release(a["public_key"].as_str().unwrap()).await;
     assert_eq!(r.status, StatusCode::OK);
     s.stop().await;
 }
@@ -434,12 +423,7 @@ async fn idle_leases_are_released_by_the_sweeper() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The expired key is gone for good.
-    let r = s
-        .post_json(
-            "/vpn_api/release",
-            &release_body(a["public_key"].as_str().unwrap()),
-        )
-        .await;
+    let r = s.release(a["public_key"].as_str().unwrap()).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let m = s.get("/metrics").await.text();
     assert!(m.contains("edgeward_leases_expired_total 1"), "{m}");
@@ -495,9 +479,8 @@ async fn a_restart_keeps_every_lease_and_the_server_keys() {
     assert_eq!(again["server_pubkey"], first_on_pool2["server_pubkey"]);
     // Every lease is still releasable, exactly once.
     for k in &keys {
-        let body = release_body(k["public_key"].as_str().unwrap());
         assert_eq!(
-            s.post_json("/vpn_api/release", &body).await.status,
+            s.release(k["public_key"].as_str().unwrap()).await.status,
             StatusCode::OK
         );
     }
@@ -518,12 +501,7 @@ async fn a_lease_that_no_longer_fits_the_config_is_ended_at_start() {
     s.restart().await;
     let st = s.get("/vpn_api/status").await.json();
     assert_eq!(st["statistics"]["keys_in_use"], 1);
-    let r = s
-        .post_json(
-            "/vpn_api/release",
-            &release_body(a["public_key"].as_str().unwrap()),
-        )
-        .await;
+    let r = s.release(a["public_key"].as_str().unwrap()).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     s.stop().await;
 }
@@ -617,7 +595,7 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_keeps_them() {
     s.addr = new.http_addrs[0];
     s.app = Some(new);
     for key in acknowledged {
-        let r = s.post_json("/vpn_api/release", &release_body(&key)).await;
+        let r = s.release(&key).await;
         assert_eq!(r.status, StatusCode::OK, "acknowledged lease lost: {key}");
     }
     s.stop().await;
@@ -698,12 +676,7 @@ async fn junk_on_the_http_port_changes_nothing_and_crashes_nothing() {
     }
     let st = s.get("/vpn_api/status").await.json();
     assert_eq!(st["statistics"]["keys_in_use"], 1);
-    let r = s
-        .post_json(
-            "/vpn_api/release",
-            &release_body(a["public_key"].as_str().unwrap()),
-        )
-        .await;
+    let r = s.release(a["public_key"].as_str().unwrap()).await;
     assert_eq!(r.status, StatusCode::OK);
     s.stop().await;
 }

@@ -89,6 +89,12 @@ impl TestServer {
         request(self.addr, Method::GET, path, &[], None).await
     }
 
+    /// `POST /vpn_api/release` for a client public key, as the seed's clients send it.
+    pub async fn release(&self, public_key: &str) -> Reply {
+        let body = serde_json::json!({ "public_key": public_key }).to_string();
+        self.post_json("/vpn_api/release", &body).await
+    }
+
     pub async fn post_json(&self, path: &str, body: &str) -> Reply {
         request(
             self.addr,
