@@ -449,34 +449,94 @@ fn traffic_flows_with_nat_on_two_exits_stops_at_release_and_survives_a_restart()
     assert!(!tables.contains("edgeward"), "{tables}");
 }
 
+/// Runs `f` on a thread that has joined network namespace `ns`: every socket, TUN device and
+/// child process it (and threads it starts) makes lives there.
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
 #[test]
-fn an_idle_lease_expires_and_its_tunnel_stops() {
+fn an_idle_lease_expires_under_a_controlled_clock_and_its_tunnel_stops() {
+    use edgeward::app::{App, AppOptions};
+    use edgeward::clock::ManualClock;
+    use std::sync::Arc;
+
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let t = Topology::new();
     let _echo = echo_server(&t);
-    let config = write_config(dir.path(), "3s");
-    let _edgeward = start_edgeward(&t, &config);
+    let config = write_config(dir.path(), "10m");
+    // edgeward in-process, in the box namespace, on a clock the test moves.
+    let clock = Arc::new(ManualClock::starting_now());
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let app_clock = Arc::clone(&clock);
+    let server = in_netns(&t.boxns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let config = edgeward::config::Config::load(&config).unwrap();
+            let options = AppOptions {
+                clock: app_clock,
+                sweep_every: Some(Duration::from_millis(100)),
+                ..AppOptions::default()
+            };
+            let app = App::start(config, options).await.unwrap();
+            let _ = tokio::task::spawn_blocking(move || stopped.recv()).await;
+            app.shutdown().await;
+        })
+    });
+    wait_until(
+        "edgeward did not start in the box namespace",
+        Duration::from_secs(10),
+        || {
+            t.exec(
+                &t.boxns,
+                &[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "http://127.0.0.1:8080/api/health",
+                ],
+            )
+            .status()
+            .unwrap()
+            .success()
+        },
+    );
+    let in_use = || t.api("GET", "/vpn_api/status", None)["statistics"]["keys_in_use"].clone();
+
     let a = t.api("GET", "/vpn_api/allocate", None);
     let w = WgClient::new(&t, "a", &a, dir.path(), HOST_A);
     wait_until("client never got through", Duration::from_secs(10), || {
         t.fetch_from_client(Duration::from_secs(2)).is_some()
     });
-    // Traffic keeps it alive past idle_release...
-    for _ in 0..4 {
-        std::thread::sleep(Duration::from_secs(1));
-        assert!(t.fetch_from_client(Duration::from_secs(2)).is_some());
-    }
-    assert_eq!(
-        t.api("GET", "/vpn_api/status", None)["statistics"]["keys_in_use"],
-        1
-    );
-    // ...silence does not: the interface goes down, the lease is released, the key is dead.
+    // Nine minutes pass; then traffic; then nine more: idle for only nine, so it stays.
+    clock.advance(Duration::from_secs(9 * 60));
+    assert!(t.fetch_from_client(Duration::from_secs(3)).is_some());
+    std::thread::sleep(Duration::from_millis(600)); // the data plane reports traffic each tick
+    clock.advance(Duration::from_secs(9 * 60));
+    std::thread::sleep(Duration::from_millis(400)); // a few sweeps
+    assert_eq!(in_use(), 1, "a lease with traffic was released");
+
+    // The client goes quiet (interface down, no keepalives); eleven minutes pass: released.
     run(&["ip", "-n", &t.client, "link", "set", &w.name, "down"]);
+    std::thread::sleep(Duration::from_millis(600));
+    clock.advance(Duration::from_secs(11 * 60));
     wait_until(
         "the idle lease was not released",
-        Duration::from_secs(10),
-        || t.api("GET", "/vpn_api/status", None)["statistics"]["keys_in_use"] == 0,
+        Duration::from_secs(5),
+        || in_use() == 0,
     );
     run(&["ip", "-n", &t.client, "link", "set", &w.name, "up"]);
     run(&[
@@ -493,6 +553,8 @@ fn an_idle_lease_expires_and_its_tunnel_stops() {
         t.fetch_from_client(Duration::from_secs(3)).is_none(),
         "an expired key still carries traffic"
     );
+    stop.send(()).unwrap();
+    server.join().unwrap();
 }
 
 #[test]
