@@ -20,17 +20,21 @@ deb=$(cargo deb --no-build --no-strip --target "$triple" -o dist/ | tail -n 1)
 cargo generate-rpm --target "$triple" -o dist/
 rpm=$(ls -t dist/edgeward-*.x86_64.rpm | head -n 1)
 
+# Listings are captured first: `lister | grep -q` under pipefail fails whenever grep quits
+# early and the lister dies of SIGPIPE.
+deb_files=$(dpkg-deb -c "$deb")
+rpm_files=$(rpm -qlp "$rpm" 2>/dev/null)
 expect=(usr/bin/edgeward etc/edgeward/edgeward.toml usr/lib/systemd/system/edgeward.service)
 for f in "${expect[@]}"; do
-    dpkg-deb -c "$deb" | grep -q "\./$f\$" || { echo "$deb lacks /$f" >&2; exit 1; }
-    rpm -qlp "$rpm" 2>/dev/null | grep -qx "/$f" || { echo "$rpm lacks /$f" >&2; exit 1; }
+    grep -q "\./$f\$" <<<"$deb_files" || { echo "$deb lacks /$f" >&2; exit 1; }
+    grep -qx "/$f" <<<"$rpm_files" || { echo "$rpm lacks /$f" >&2; exit 1; }
 done
 echo "packages: $deb ($(stat -c %s "$deb") bytes), $rpm ($(stat -c %s "$rpm") bytes)"
 
 if [ "${1:-}" = "--install-test" ]; then
     dpkg -i "$deb" >/dev/null
     trap 'dpkg --purge edgeward >/dev/null 2>&1 || true' EXIT
-    id edgeward | grep -q dialout || { echo "user edgeward missing or not in dialout" >&2; exit 1; }
+    id edgeward | grep dialout >/dev/null || { echo "user edgeward missing or not in dialout" >&2; exit 1; }
     [ "$(stat -c '%a %U' /var/lib/edgeward)" = "700 edgeward" ] || { echo "bad /var/lib/edgeward" >&2; exit 1; }
     [ "$(stat -c '%a %U:%G' /etc/edgeward/edgeward.toml)" = "640 root:edgeward" ] || { echo "bad config permissions" >&2; exit 1; }
     /usr/bin/edgeward check-config >/dev/null

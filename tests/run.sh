@@ -49,7 +49,7 @@ cargo test --locked --lib --features mock-time wg::
 # --- fuzzing smoke run ------------------------------------------------------------------
 # Bounded: proves the targets build and survive 30 s of libFuzzer each; longer runs are manual
 # (`cargo +nightly fuzz run at_codec`, `... wg_ingress`). pipefail makes a crash fail the run.
-rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+rustup toolchain list | grep '^nightly' >/dev/null || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 for target in at_codec wg_ingress; do
     section "cargo +nightly fuzz run $target (30 s)"
