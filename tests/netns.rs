@@ -129,6 +129,29 @@ impl Topology {
         c
     }
 
+    /// Waits until edgeward's API answers inside the box namespace.
+    fn wait_for_api(&self) {
+        wait_until(
+            "edgeward did not start in the box namespace",
+            Duration::from_secs(10),
+            || {
+                self.exec(
+                    &self.boxns,
+                    &[
+                        "curl",
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "http://127.0.0.1:8080/api/health",
+                    ],
+                )
+                .status()
+                .unwrap()
+                .success()
+            },
+        );
+    }
+
     /// GET through the API inside the box namespace.
     fn api(&self, method: &str, path: &str, body: Option<&str>) -> Value {
         let url = format!("http://127.0.0.1:8080{path}");
@@ -228,31 +251,8 @@ fn start_edgeward(t: &Topology, config: &Path) -> Proc {
         .spawn()
         .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ok = t
-            .exec(
-                &t.boxns,
-                &[
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "http://127.0.0.1:8080/api/health",
-                ],
-            )
-            .status()
-            .unwrap()
-            .success();
-        if ok {
-            return child;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "edgeward did not start in the box namespace"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    t.wait_for_api();
+    child
 }
 
 /// A wireguard-go interface in the client namespace, set up from an allocate answer the way
@@ -495,25 +495,7 @@ fn an_idle_lease_expires_under_a_controlled_clock_and_its_tunnel_stops() {
             app.shutdown().await;
         })
     });
-    wait_until(
-        "edgeward did not start in the box namespace",
-        Duration::from_secs(10),
-        || {
-            t.exec(
-                &t.boxns,
-                &[
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "http://127.0.0.1:8080/api/health",
-                ],
-            )
-            .status()
-            .unwrap()
-            .success()
-        },
-    );
+    t.wait_for_api();
     let in_use = || t.api("GET", "/vpn_api/status", None)["statistics"]["keys_in_use"].clone();
 
     let a = t.api("GET", "/vpn_api/allocate", None);
