@@ -61,8 +61,14 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     sweeper: JoinHandle<()>,
-    /// What to undo in the host's network at shutdown (previous ip_forward), if we changed it.
-    host_net: Option<String>,
+    /// What edgeward changed in the host's network, to undo at shutdown.
+    host_net: Option<HostChanges>,
+}
+
+/// Host network state edgeward changed for its data plane.
+struct HostChanges {
+    /// `ip_forward` before edgeward set it (`None`: it could not be read or set).
+    forwarding_before: Option<String>,
 }
 
 impl App {
@@ -203,11 +209,13 @@ impl App {
         if let Some(wg) = Arc::into_inner(self.wg) {
             wg.join().await;
         }
-        if let Some(previous) = &self.host_net {
+        if let Some(changes) = &self.host_net {
             if let Err(e) = net::remove() {
                 log::warn!("could not remove edgeward's nftables table: {e:#}");
             }
-            net::restore_forwarding(previous);
+            if let Some(before) = &changes.forwarding_before {
+                net::restore_forwarding(before);
+            }
         }
         let leases = self.leases;
         let _ = tokio::task::spawn_blocking(move || leases.shutdown()).await;
@@ -253,8 +261,8 @@ fn modem_specs(config: &Config, scale: f64) -> anyhow::Result<Vec<ModemSpec>> {
 
 /// The TUN device with every pool's server address, plus forwarding and masquerade. Falls back
 /// to handshake-only (no TUN) when `wireguard.tun` is empty or the device cannot be made (not
-/// root); returns the previous `ip_forward` value when the host was changed.
-fn data_plane_network(config: &Config) -> (Option<Tun>, Option<String>) {
+/// root); returns what was changed on the host when it was.
+fn data_plane_network(config: &Config) -> (Option<Tun>, Option<HostChanges>) {
     let name = &config.wireguard.tun;
     if name.is_empty() {
         return (None, None);
@@ -278,7 +286,7 @@ fn data_plane_network(config: &Config) -> (Option<Tun>, Option<String>) {
         }
     };
     let subnets: Vec<_> = config.vpn.pools.iter().map(|p| p.subnet).collect();
-    let previous = match net::enable_forwarding() {
+    let forwarding_before = match net::enable_forwarding() {
         Ok(p) => Some(p),
         Err(e) => {
             log::error!("cannot enable IP forwarding: {e:#}; clients will not reach the internet");
@@ -288,5 +296,5 @@ fn data_plane_network(config: &Config) -> (Option<Tun>, Option<String>) {
     if let Err(e) = net::apply(&net::nat_ruleset(&subnets, name)) {
         log::error!("cannot install masquerade rules: {e:#}; clients will not reach the internet");
     }
-    (Some(tun), previous.or(Some("1".to_owned())))
+    (Some(tun), Some(HostChanges { forwarding_before }))
 }

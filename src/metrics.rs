@@ -130,7 +130,7 @@ impl Metrics {
                 "edgeward_wg_peers",
                 "Peers (active leases) in the data plane.",
                 "gauge",
-                view.peers.len() as u64,
+                view.peers as u64,
             ),
             (
                 "edgeward_wg_sessions",

@@ -229,8 +229,8 @@ fn status(state: &ApiState, req: &Req) -> Result<Response<Body>, ApiError> {
                 .map(|p| p.endpoint_host.clone())
                 .unwrap_or_default(),
             last_handshake: l.last_handshake.map(local_datetime),
-            rx_bytes: state.wg.peer(&l.public_key).map_or(0, |p| p.rx_bytes),
-            tx_bytes: state.wg.peer(&l.public_key).map_or(0, |p| p.tx_bytes),
+            rx_bytes: l.rx_bytes,
+            tx_bytes: l.tx_bytes,
         })
         .collect();
     Ok(json_response(

@@ -191,7 +191,7 @@ impl LeaseService {
             .name("lease-writer".into())
             .spawn(move || worker.run())
             .map_err(|source| StoreError::Io {
-                path: store_path(&store),
+                path: store.path().to_owned(),
                 source,
             })?;
         Ok(Arc::new(Self {
@@ -365,10 +365,6 @@ pub fn client_ip(holder: &Holder) -> Option<IpAddr> {
         Holder::Client { ip } => Some(*ip),
         Holder::Agent { .. } => None,
     }
-}
-
-fn store_path(store: &Store) -> std::path::PathBuf {
-    store.path().to_owned()
 }
 
 struct Worker {

@@ -8,11 +8,10 @@
 //! clients can connect, but decrypted packets have nowhere to go (counted, then dropped).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -23,24 +22,16 @@ use super::plane::{
 };
 use super::stats::Metrics;
 use super::tun::Tun;
-use crate::clock::{Clock, UnixMillis};
+use crate::clock::Clock;
 use crate::lease::{LeaseObserver, LeaseService};
 use crate::store::LeaseRecord;
 
-/// What the HTTP side may show of a peer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct PeerView {
-    pub last_handshake: Option<UnixMillis>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub endpoint: Option<SocketAddr>,
-}
-
-/// Live numbers, refreshed every tick, read by `/vpn_api/status` and `/metrics`.
+/// Live counters, refreshed every tick, read by `/metrics`. Per-lease numbers (last
+/// handshake, rx/tx) live in the lease records, where `/vpn_api/status` reads them.
 #[derive(Debug, Default)]
 pub struct WgView {
-    pub peers: HashMap<String, PeerView>,
     pub metrics: Metrics,
+    pub peers: usize,
     pub active_sessions: usize,
 }
 
@@ -126,7 +117,6 @@ impl WgServer {
             leases,
             clock,
             view: Arc::clone(&view),
-            handshakes: HashMap::new(),
             last_rx: HashMap::new(),
         };
         let task = tokio::spawn(shell.run(shutdown));
@@ -140,15 +130,6 @@ impl WgServer {
 
     pub fn port(&self) -> u16 {
         self.local_addr.port()
-    }
-
-    pub fn peer(&self, public_key: &str) -> Option<PeerView> {
-        self.view
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .peers
-            .get(public_key)
-            .cloned()
     }
 
     pub async fn join(self) {
@@ -189,8 +170,6 @@ struct Shell {
     leases: Arc<LeaseService>,
     clock: Arc<dyn Clock>,
     view: Arc<RwLock<WgView>>,
-    /// Wall-clock time of each peer's last handshake (the plane keeps `Instant`s).
-    handshakes: HashMap<PublicKey, UnixMillis>,
     /// Received bytes at the last tick, to notice traffic (activity for idle release).
     last_rx: HashMap<PublicKey, u64>,
 }
@@ -294,13 +273,7 @@ impl Shell {
             }
             Command::RemovePeer(key) => {
                 self.plane.remove_peer(&key);
-                self.handshakes.remove(&key);
                 self.last_rx.remove(&key);
-                self.view
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .peers
-                    .remove(&key.to_base64());
             }
         }
     }
@@ -313,7 +286,6 @@ impl Shell {
                 ..
             } => {
                 let now = self.clock.now_ms();
-                self.handshakes.insert(public_key, now);
                 self.leases.note_handshake(&public_key.to_base64(), now);
                 log::debug!("lease {lease_id}: handshake with {public_key}");
             }
@@ -327,10 +299,10 @@ impl Shell {
         }
     }
 
-    /// Refreshes the shared view and reports traffic as lease activity.
+    /// Refreshes the shared counters and hands traffic counters to the lease records
+    /// (received bytes growing is activity for idle release).
     fn publish(&mut self) {
         let now = self.clock.now_ms();
-        let mut peers = HashMap::with_capacity(self.plane.peer_count());
         let mut active_sessions = 0;
         for (key, stats) in self.plane.peers() {
             if stats.has_session {
@@ -341,18 +313,9 @@ impl Shell {
                 self.leases
                     .note_traffic(&key.to_base64(), now, stats.rx_bytes, stats.tx_bytes);
             }
-            peers.insert(
-                key.to_base64(),
-                PeerView {
-                    last_handshake: self.handshakes.get(&key).copied(),
-                    rx_bytes: stats.rx_bytes,
-                    tx_bytes: stats.tx_bytes,
-                    endpoint: stats.endpoint,
-                },
-            );
         }
         let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
-        view.peers = peers;
+        view.peers = self.plane.peer_count();
         view.metrics = self.plane.metrics().clone();
         view.active_sessions = active_sessions;
     }
@@ -376,20 +339,16 @@ fn outbound(to: SocketAddr, v6_socket: bool) -> SocketAddr {
     }
 }
 
-/// Is `ip` one of ours (for tests and diagnostics)?
-pub fn is_mapped_v4(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     #[test]
     fn ipv4_destinations_are_mapped_on_v6_sockets() {
         let v4: SocketAddr = "192.0.2.1:51820".parse().unwrap_or_else(|_| unreachable!());
         let mapped = outbound(v4, true);
-        assert!(is_mapped_v4(mapped.ip()));
+        assert!(matches!(mapped.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()));
         assert_eq!(mapped.port(), 51820);
         assert_eq!(outbound(v4, false), v4);
     }
