@@ -52,6 +52,9 @@ pub struct ApiConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Client addresses allowed to use the agent APIs (`/vpn_api`, `/dongle`, `/toggle`).
     pub agent_allow: Vec<IpNet>,
+    /// Client addresses (besides a direct loopback client) allowed on `admin-view` routes
+    /// (modem identities, lease history) until accounts exist. Default: none.
+    pub admin_allow: Vec<IpNet>,
     /// When set, agent API calls must carry `Authorization: Bearer <token>`.
     pub agent_token: Option<Secret>,
     /// Largest request body accepted, in bytes.
@@ -69,6 +72,7 @@ impl Default for ApiConfig {
             tls_key: None,
             trusted_proxies: Vec::new(),
             agent_allow: vec![any_v4(), any_v6()],
+            admin_allow: Vec::new(),
             agent_token: None,
             max_body_bytes: 64 * 1024,
             max_connections: 4096,
@@ -88,12 +92,15 @@ fn any_v6() -> IpNet {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// Ended leases older than this are pruned from the history.
+    pub history_retention: HumaneDuration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("/var/lib/edgeward/edgeward.redb"),
+            history_retention: HumaneDuration(Duration::from_secs(30 * 24 * 3600)),
         }
     }
 }
