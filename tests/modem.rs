@@ -485,7 +485,11 @@ async fn unknown_dongles_and_bad_numbers_are_clear_errors() {
     let r = rig.server.get("/toggle-status/99").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = rig.server.get("/api/modems/99").await;
-    assert_eq!(r.json()["code"], 404);
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.json(),
+        json!({"success": false, "message": "modem 99 not found"})
+    );
     let list = rig.server.get("/api/modems").await.json();
     assert_eq!(list["modems"].as_array().unwrap().len(), 1);
     assert_eq!(list["modems"][0]["profile"], "generic");

@@ -1,57 +1,37 @@
 //! Seed 001 section 4 (the IP toggle) and the modem views for operators:
-//! `GET /toggle/{n}`, `GET /toggle-status/{n}`, `GET /api/modems[/{n}]`.
+//! `GET /toggle/{n}`, `GET /toggle-status/{n}`, `GET /api/modems[/{n}]` (the route table
+//! gives the last two the `admin-view` class: they show IMEI and ICCID).
 //!
 //! Toggle answers are the seed's: 200 `{"success":true,"ip":…}`, 409 `Toggle in progress`,
 //! 500 `Toggle failed` (plus a `reason`). Beyond the seed: 404 for an unknown dongle, 429 with
 //! `Retry-After` when too many modems are toggling, and extra fields on success.
 
-use hyper::{Method, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::error::ApiError;
 use super::http::{json_response, Body};
-use super::{ApiState, Req};
+use super::ApiState;
 use crate::modem::service::ToggleError;
 
+/// A dongle number as the seed writes it: plain decimal digits, no sign, no leading zero
+/// (`/toggle/+17` and `/toggle/017` are not dongle 17), at most 255.
 fn number(segment: &str) -> Result<u32, ApiError> {
-    segment.parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "dongle number must be a whole number, got {segment:?}"
-        ))
-    })
-}
-
-pub async fn route(
-    state: &ApiState,
-    req: &Req,
-    segments: &[&str],
-) -> Result<Response<Body>, ApiError> {
-    let (kind, n) = match segments {
-        [kind, n] => (*kind, number(n)?),
-        _ => {
-            return Err(ApiError::not_found(format!(
-                "no such endpoint: {} {} (use /toggle/{{dongle_number}})",
-                req.method, req.path
-            )))
-        }
-    };
-    match (kind, &req.method) {
-        ("toggle", &Method::GET | &Method::POST) => toggle(state, n).await,
-        ("toggle-status", &Method::GET) => toggle_status(state, n),
-        ("toggle", _) => Err(ApiError::method_not_allowed(
-            &req.method,
-            &req.path,
-            &["GET", "POST"],
-        )),
-        _ => Err(ApiError::method_not_allowed(
-            &req.method,
-            &req.path,
-            &["GET"],
-        )),
+    let canonical = !segment.is_empty()
+        && segment.len() <= 3
+        && segment.bytes().all(|b| b.is_ascii_digit())
+        && (segment == "0" || !segment.starts_with('0'));
+    match segment.parse::<u32>() {
+        Ok(n) if canonical && n <= 255 => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "dongle number must be a whole number from 0 to 255 written plainly (like 17), \
+             got {segment:?}"
+        ))),
     }
 }
 
-async fn toggle(state: &ApiState, n: u32) -> Result<Response<Body>, ApiError> {
+pub async fn toggle(state: &ApiState, n: &str) -> Result<Response<Body>, ApiError> {
+    let n = number(n)?;
     match state.modems.toggle(n).await {
         Ok(t) => Ok(json_response(
             StatusCode::OK,
@@ -78,7 +58,8 @@ async fn toggle(state: &ApiState, n: u32) -> Result<Response<Body>, ApiError> {
     }
 }
 
-fn toggle_status(state: &ApiState, n: u32) -> Result<Response<Body>, ApiError> {
+pub fn toggle_status(state: &ApiState, n: &str) -> Result<Response<Body>, ApiError> {
+    let n = number(n)?;
     let s = state
         .modems
         .status(n)
@@ -99,32 +80,34 @@ fn toggle_status(state: &ApiState, n: u32) -> Result<Response<Body>, ApiError> {
     ))
 }
 
-/// `GET /api/modems` and `GET /api/modems/{n}` (read-only; admin authentication comes with
-/// the accounts API).
-pub fn modems(state: &ApiState, req: &Req, segments: &[&str]) -> Result<Response<Body>, ApiError> {
-    if req.method != Method::GET {
-        return Err(ApiError::method_not_allowed(
-            &req.method,
-            &req.path,
-            &["GET"],
-        ));
-    }
-    match segments {
-        ["api", "modems"] => Ok(json_response(
-            StatusCode::OK,
-            &json!({ "modems": state.modems.list() }),
-        )),
-        ["api", "modems", n] => {
-            let n = number(n)?;
-            let s = state
-                .modems
-                .status(n)
-                .ok_or_else(|| ApiError::not_found(format!("modem {n} not found")))?;
-            Ok(json_response(StatusCode::OK, &s))
+/// `GET /api/modems`: every modem, identities included (an operator view).
+pub fn modems(state: &ApiState) -> Response<Body> {
+    json_response(StatusCode::OK, &json!({ "modems": state.modems.list() }))
+}
+
+/// `GET /api/modems/{n}`.
+pub fn modem(state: &ApiState, n: &str) -> Result<Response<Body>, ApiError> {
+    let n = number(n)?;
+    let s = state
+        .modems
+        .status(n)
+        .ok_or_else(|| ApiError::not_found(format!("modem {n} not found")))?;
+    Ok(json_response(StatusCode::OK, &s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number;
+
+    #[test]
+    fn dongle_numbers_are_plain_decimals() {
+        assert_eq!(number("17").ok(), Some(17));
+        assert_eq!(number("0").ok(), Some(0));
+        assert_eq!(number("255").ok(), Some(255));
+        for bad in [
+            "+17", "017", "00", " 17", "17 ", "-1", "256", "1e1", "", "0x11", "１７",
+        ] {
+            assert!(number(bad).is_err(), "{bad:?} accepted");
         }
-        _ => Err(ApiError::not_found(format!(
-            "no such endpoint: GET {}",
-            req.path
-        ))),
     }
 }

@@ -7,7 +7,8 @@
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-/// Which API family a path belongs to.
+/// An API family: whose error envelope a route answers with. The route table
+/// (`api/routes.rs`) gives every endpoint its family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     /// `/vpn_api/...` (seed 000).
@@ -18,34 +19,20 @@ pub enum Family {
     Account,
     /// `/auth/login`, `/api/servers`, ... (seed 003).
     Operations,
-    /// `/api/health`, `/metrics`: unauthenticated, no family of their own.
+    /// `/`, `/api/health`, `/metrics`: unauthenticated, no seed of their own.
     Public,
 }
 
 impl Family {
-    /// The family of a request path.
-    pub fn of(path: &str) -> Self {
-        let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-        match first {
-            "vpn_api" => Self::Vpn,
-            "dongle" | "toggle" | "toggle-status" => Self::Dongle,
-            "auth" => Self::Operations,
-            "api" => {
-                let second = path.trim_start_matches('/').split('/').nth(1).unwrap_or("");
-                match second {
-                    "servers" | "backups" | "firewall" | "tasks" | "notifications" | "metrics" => {
-                        Self::Operations
-                    }
-                    _ => Self::Account,
-                }
-            }
-            _ => Self::Public,
+    /// The family's name in metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Vpn => "vpn",
+            Self::Dongle => "dongle",
+            Self::Account => "account",
+            Self::Operations => "operations",
+            Self::Public => "public",
         }
-    }
-
-    /// Is this one of the agent APIs guarded by `agent_allow` and `agent_token`?
-    pub fn is_agent_api(self) -> bool {
-        matches!(self, Self::Vpn | Self::Dongle)
     }
 
     /// The family's error body.
@@ -122,20 +109,6 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn families_by_path() {
-        assert_eq!(Family::of("/vpn_api/allocate"), Family::Vpn);
-        assert_eq!(Family::of("/dongle/allocate"), Family::Dongle);
-        assert_eq!(Family::of("/toggle/17"), Family::Dongle);
-        assert_eq!(Family::of("/api/vms"), Family::Account);
-        assert_eq!(Family::of("/api/auth/login"), Family::Account);
-        assert_eq!(Family::of("/auth/login"), Family::Operations);
-        assert_eq!(Family::of("/api/servers/1"), Family::Operations);
-        assert_eq!(Family::of("/api/health"), Family::Account);
-        assert_eq!(Family::of("/metrics"), Family::Public);
-        assert_eq!(Family::of("/"), Family::Public);
-    }
 
     #[test]
     fn envelopes_follow_the_seeds() {

@@ -25,24 +25,39 @@ pub type Body = BoxBody<Bytes, Infallible>;
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub request_id: String,
-    /// The client: the peer, or the first `X-Forwarded-For` hop from a trusted proxy.
+    /// The client: the peer, or the hop a trusted proxy names in `X-Forwarded-For`
+    /// (see [`client_ip`]).
     pub client_ip: IpAddr,
+    /// The TCP peer itself (a proxy, when one is in front).
+    pub peer_ip: IpAddr,
+    /// The request carried `X-Forwarded-For`: it came through a proxy (trusted or not).
+    pub forwarded: bool,
+    /// The family of the matched route: its errors use this envelope.
     pub family: Family,
 }
 
-/// The client address: the peer's, unless the peer is a trusted proxy that names the client
-/// in `X-Forwarded-For` (its first, leftmost hop). IPv4-mapped IPv6 addresses are unwrapped,
-/// so a dual-stack listener reports `192.0.2.1`, not `::ffff:192.0.2.1`.
+/// The client address. Without a trusted proxy in front it is the peer. When the peer is in
+/// `trusted`, `X-Forwarded-For` is read from the right: every proxy appends the address it
+/// saw, so the rightmost hop that is not itself a trusted proxy is the client; hops to its
+/// left are whatever the client wrote and are never believed. A hop that is not an address
+/// ends the walk at the last proxy that was trusted. IPv4-mapped IPv6 addresses are
+/// unwrapped, so a dual-stack listener reports `192.0.2.1`, not `::ffff:192.0.2.1`.
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
-    let peer = peer.to_canonical();
-    if !trusted.iter().any(|net| net.contains(&peer)) {
-        return peer;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer.to_canonical();
+    if !is_trusted(&client) {
+        return client;
     }
-    forwarded_for
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .and_then(|hop| hop.parse::<IpAddr>().ok())
-        .map_or(peer, |ip| ip.to_canonical())
+    for hop in forwarded_for.unwrap_or("").rsplit(',').map(str::trim) {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(&client) {
+            break;
+        }
+    }
+    client
 }
 
 /// The client's `X-Request-ID` when it is a sensible token, else a fresh random one.
@@ -172,19 +187,46 @@ mod tests {
     #[test]
     fn forwarded_for_is_trusted_only_from_trusted_proxies() {
         let peer: IpAddr = "198.51.100.9".parse().unwrap();
-        let xff = Some("192.0.2.7, 10.0.0.1");
+        let xff = Some("192.0.2.7");
         assert_eq!(client_ip(peer, xff, &[]), peer);
         assert_eq!(client_ip(peer, xff, &nets(&["203.0.113.0/24"])), peer);
         assert_eq!(
             client_ip(peer, xff, &nets(&["198.51.100.0/24"])),
             "192.0.2.7".parse::<IpAddr>().unwrap()
         );
-        // junk in the header: keep the peer
+        // junk in the header: keep the proxy that was trusted
         assert_eq!(
             client_ip(peer, Some("garbage"), &nets(&["0.0.0.0/0"])),
             peer
         );
         assert_eq!(client_ip(peer, None, &nets(&["0.0.0.0/0"])), peer);
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop() {
+        let proxy: IpAddr = "198.51.100.9".parse().unwrap();
+        let trusted = nets(&["198.51.100.0/24", "10.0.0.0/8"]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // The client wrote "127.0.0.1" itself; the proxy appended what it saw.
+        assert_eq!(
+            client_ip(proxy, Some("127.0.0.1, 203.0.113.5"), &trusted),
+            ip("203.0.113.5")
+        );
+        // Two trusted proxies in a row are skipped.
+        assert_eq!(
+            client_ip(proxy, Some("1.1.1.1, 203.0.113.5, 10.1.2.3"), &trusted),
+            ip("203.0.113.5")
+        );
+        // Junk between: stop at the last trusted proxy, never believe what is left of it.
+        assert_eq!(
+            client_ip(proxy, Some("192.0.2.1, junk, 10.1.2.3"), &trusted),
+            ip("10.1.2.3")
+        );
+        // Every hop trusted: the leftmost is as far as the chain of trust reaches.
+        assert_eq!(
+            client_ip(proxy, Some("10.9.9.9, 10.1.2.3"), &trusted),
+            ip("10.9.9.9")
+        );
     }
 
     #[test]

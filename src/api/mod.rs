@@ -1,14 +1,18 @@
-//! The HTTP API on plain hyper 1.x: listeners, TLS, the router and the middleware every
-//! request passes (request id, client IP, agent access checks, body limit, access log).
+//! The HTTP API on plain hyper 1.x: listeners, TLS, and the middleware every request passes
+//! (request id, client IP, the route table's access check, body limit, access log).
 //!
-//! One file per API family; handlers talk to domain services (e.g. [`LeaseService`]), never
-//! to the store. [`serve`] takes already-bound listeners and a shutdown signal, so tests run a
-//! real server on `127.0.0.1:0`.
+//! Every endpoint is declared once, in [`routes::ROUTES`]; this file matches a request there,
+//! enforces the row's access class and answers 404/405 from the table, so handlers never
+//! decide who may call them. One file per API family; handlers talk to domain services (e.g.
+//! [`LeaseService`]), never to the store. [`serve`] takes already-bound listeners and a
+//! shutdown signal, so tests run a real server on `127.0.0.1:0`.
 
+mod access;
 mod dongle;
 pub mod error;
 pub mod http;
 mod public;
+pub mod routes;
 pub mod tls;
 mod vpn;
 
@@ -19,13 +23,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION};
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::{HeaderMap, Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
@@ -34,13 +39,28 @@ use crate::lease::LeaseService;
 use crate::metrics::Metrics;
 use crate::modem::service::ModemService;
 use crate::wg::server::WgServer;
-use error::{ApiError, Family};
+use error::ApiError;
 use http::{client_ip, error_response, read_body, request_id, Body, Ctx};
+use routes::Matched;
 
 /// How long a client may take to send its request head, and a TLS handshake.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most clients answered "too busy" at the same time; beyond that they are just closed.
+const TURN_AWAY_AT_ONCE: usize = 64;
+/// The answer to a client over `api.max_connections` (no request has been read: the public
+/// envelope, and `Connection: close`).
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 65\r\n\r\n\
+{\"success\":false,\"error\":\"too many connections, try again later\"}";
+/// Largest read buffer per connection: request heads are small, bodies are streamed, and a
+/// flood of connections must not each grow hyper's default (~400 KB) buffer.
+const MAX_BUF_SIZE: usize = 16 * 1024;
 
 /// What handlers share.
 pub struct ApiState {
@@ -90,12 +110,10 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(state.config.api.max_connections));
+    let turning_away = Arc::new(Semaphore::new(TURN_AWAY_AT_ONCE));
     let graceful = GracefulShutdown::new();
+    let mut last_full_warning: Option<Instant> = None;
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&limit).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
         let (tcp, peer) = tokio::select! {
             r = listener.tcp.accept() => match r {
                 Ok(x) => x,
@@ -108,6 +126,19 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        // Over the limit a new client is answered at once instead of waiting in the
+        // kernel's queue behind connections that may never send anything.
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            if last_full_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                log::warn!(
+                    "connection limit reached (api.max_connections = {}): turning new clients away",
+                    state.config.api.max_connections
+                );
+                last_full_warning = Some(Instant::now());
+            }
+            turn_away(tcp, listener.tls.is_none(), &turning_away);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let state = Arc::clone(&state);
         let tls = listener.tls.clone();
@@ -119,6 +150,10 @@ async fn accept_loop(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_BUF_SIZE)
+                // A client may shut its write side after sending its request (curl
+                // --no-keepalive does, so do many scripts): it still gets its answer.
+                .half_close(true)
                 .keep_alive(true);
             let result = match tls {
                 None => {
@@ -156,7 +191,33 @@ async fn accept_loop(
     }
 }
 
-/// Every request passes here: context, checks, dispatch, envelope, request id, access log.
+/// Answers a client over the connection limit with [`BUSY_RESPONSE`] (TLS clients are just
+/// closed: they would need a handshake first), bounded in count and time.
+fn turn_away(tcp: TcpStream, plain: bool, turning_away: &Arc<Semaphore>) {
+    let Ok(permit) = Arc::clone(turning_away).try_acquire_owned() else {
+        return;
+    };
+    if !plain {
+        return;
+    }
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut tcp = tcp;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            tcp.write_all(BUSY_RESPONSE).await?;
+            tcp.shutdown().await?;
+            // Read what the client sent so closing does not reset the connection before it
+            // has read the answer.
+            let mut sink = [0u8; 1024];
+            while tcp.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// Every request passes here: context, route, access, body, handler, envelope, request id,
+/// access log.
 pub async fn handle(
     state: Arc<ApiState>,
     peer: SocketAddr,
@@ -164,22 +225,44 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let forwarded_for = joined_header(&parts.headers, "x-forwarded-for");
+    let matched = routes::find(parts.method.as_str(), parts.uri.path());
+    let family = match &matched {
+        Matched::Route(route, _) => route.family,
+        Matched::WrongMethod { family, .. } | Matched::NotFound { family } => *family,
+    };
     let ctx = Ctx {
-        request_id: request_id(header("x-request-id")),
+        request_id: request_id(
+            parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+        ),
         client_ip: client_ip(
             peer.ip(),
-            header("x-forwarded-for"),
+            forwarded_for.as_deref(),
             &state.config.api.trusted_proxies,
         ),
-        family: Family::of(parts.uri.path()),
+        peer_ip: peer.ip().to_canonical(),
+        forwarded: forwarded_for.is_some(),
+        family,
     };
     let path = parts.uri.path().to_owned();
 
     let outcome = async {
-        if ctx.family.is_agent_api() {
-            check_agent_access(&state.config, &ctx, &parts.headers)?;
-        }
+        let (route, params) = match matched {
+            Matched::Route(route, params) => (route, params),
+            Matched::WrongMethod { allow, .. } => {
+                return Err(ApiError::method_not_allowed(&parts.method, &path, &allow))
+            }
+            Matched::NotFound { .. } => {
+                return Err(ApiError::not_found(format!(
+                    "no such endpoint: {} {path}",
+                    parts.method
+                )))
+            }
+        };
+        access::check(route.access, &state.config, &ctx, &parts.headers)?;
         let body = read_body(&parts.headers, body, state.config.api.max_body_bytes).await?;
         let req = Req {
             method: parts.method.clone(),
@@ -188,7 +271,7 @@ pub async fn handle(
             headers: parts.headers.clone(),
             body,
         };
-        dispatch(&state, &ctx, &req).await
+        (route.handler)(&state, &ctx, &req, &params).await
     }
     .await;
 
@@ -212,62 +295,13 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// `agent_allow` and the optional agent token.
-fn check_agent_access(config: &Config, ctx: &Ctx, headers: &HeaderMap) -> Result<(), ApiError> {
-    if !config
-        .api
-        .agent_allow
+/// Every value of a header that may repeat, joined by commas (`X-Forwarded-For` sent twice
+/// is one list: a proxy may append a second header instead of extending the first).
+fn joined_header(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
         .iter()
-        .any(|net| net.contains(&ctx.client_ip))
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "client address {} is not allowed to use this API",
-                ctx.client_ip
-            ),
-        ));
-    }
-    if let Some(token) = &config.api.agent_token {
-        let given = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong agent token (send Authorization: Bearer <token>)",
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn dispatch(state: &ApiState, ctx: &Ctx, req: &Req) -> Result<Response<Body>, ApiError> {
-    let trimmed = req.path.trim_start_matches('/');
-    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-    let segments: Vec<&str> = trimmed.split('/').collect();
-    match segments.as_slice() {
-        ["vpn_api", rest @ ..] => vpn::route(state, ctx, req, rest).await,
-        ["toggle" | "toggle-status", ..] => dongle::route(state, req, &segments).await,
-        ["api", "modems", ..] => dongle::modems(state, req, &segments),
-        _ => public::route(state, req, &segments),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
 }

@@ -1,47 +1,29 @@
 //! Public endpoints: `/` (what this is), `/api/health`, `/metrics`. No authentication.
 
-use hyper::{Method, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use super::error::ApiError;
 use super::http::{json_response, text_response, Body};
-use super::{ApiState, Req};
+use super::routes::ROUTES;
+use super::ApiState;
 
-pub fn route(state: &ApiState, req: &Req, segments: &[&str]) -> Result<Response<Body>, ApiError> {
-    let get_only = |f: &dyn Fn() -> Response<Body>| {
-        if req.method == Method::GET || req.method == Method::HEAD {
-            Ok(f())
-        } else {
-            Err(ApiError::method_not_allowed(
-                &req.method,
-                &req.path,
-                &["GET"],
-            ))
-        }
-    };
-    match segments {
-        [""] => get_only(&|| index()),
-        ["api", "health"] => get_only(&|| health(state)),
-        ["metrics"] => get_only(&|| metrics(state)),
-        _ => Err(ApiError::not_found(format!(
-            "no such endpoint: {} {}",
-            req.method, req.path
-        ))),
-    }
-}
-
-fn index() -> Response<Body> {
+/// `GET /`: what this is, and the endpoints straight from the route table.
+pub fn index(_state: &ApiState) -> Response<Body> {
+    let endpoints: Vec<String> = ROUTES
+        .iter()
+        .map(|r| format!("{} {}", r.methods.join("|"), r.pattern))
+        .collect();
     json_response(
         StatusCode::OK,
         &json!({
             "name": "edgeward",
             "version": env!("CARGO_PKG_VERSION"),
-            "endpoints": ["/vpn_api/list", "/vpn_api/allocate", "/vpn_api/release", "/vpn_api/status", "/api/health", "/metrics"],
+            "endpoints": endpoints,
         }),
     )
 }
 
-fn health(state: &ApiState) -> Response<Body> {
+pub fn health(state: &ApiState) -> Response<Body> {
     let db_ok = state.leases.store_healthy();
     json_response(
         if db_ok {
@@ -61,7 +43,7 @@ fn health(state: &ApiState) -> Response<Body> {
     )
 }
 
-fn metrics(state: &ApiState) -> Response<Body> {
+pub fn metrics(state: &ApiState) -> Response<Body> {
     let mut text = {
         let book = state.leases.read();
         state

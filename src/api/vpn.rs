@@ -4,51 +4,23 @@
 //! Python clients parse. Statuses are honest (503 exhausted, 404 unknown key or server,
 //! 400 bad input); clients that only read the body see the seed's JSON either way.
 
+use std::net::IpAddr;
+
 use hyper::{Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::http::{json_body, json_response, query_param, Body, Ctx};
 use super::{ApiState, Req};
+
 use crate::clock::{elapsed, local_datetime};
+use crate::config::Config;
 use crate::lease::service::client_ip;
 use crate::lease::LeaseError;
 use crate::store::Holder;
 use crate::wg::client_config::ClientConfig;
 use crate::wg::keys::PublicKey;
-
-pub async fn route(
-    state: &ApiState,
-    ctx: &Ctx,
-    req: &Req,
-    rest: &[&str],
-) -> Result<Response<Body>, ApiError> {
-    match (rest, &req.method) {
-        (["list"], &Method::GET) => Ok(list(state)),
-        (["allocate"], &Method::GET | &Method::POST) => allocate(state, ctx, req).await,
-        (["release"], &Method::POST) => release(state, req).await,
-        (["status"], &Method::GET) => status(state, req),
-        (["list" | "status"], _) => Err(ApiError::method_not_allowed(
-            &req.method,
-            &req.path,
-            &["GET"],
-        )),
-        (["allocate"], _) => Err(ApiError::method_not_allowed(
-            &req.method,
-            &req.path,
-            &["GET", "POST"],
-        )),
-        (["release"], _) => Err(ApiError::method_not_allowed(
-            &req.method,
-            &req.path,
-            &["POST"],
-        )),
-        _ => Err(ApiError::not_found(format!(
-            "no such endpoint: {} {}",
-            req.method, req.path
-        ))),
-    }
-}
 
 fn lease_error(e: LeaseError) -> ApiError {
     let status = match &e {
@@ -66,7 +38,7 @@ struct ListResponse {
     servers: Vec<String>,
 }
 
-fn list(state: &ApiState) -> Response<Body> {
+pub fn list(state: &ApiState) -> Response<Body> {
     let servers = state.leases.read().hosts();
     json_response(
         StatusCode::OK,
@@ -95,13 +67,13 @@ struct AllocateResponse {
     config: String,
 }
 
-async fn allocate(state: &ApiState, ctx: &Ctx, req: &Req) -> Result<Response<Body>, ApiError> {
+pub async fn allocate(state: &ApiState, ctx: &Ctx, req: &Req) -> Result<Response<Body>, ApiError> {
     let mut host = query_param(req.query.as_deref(), "ip");
     if host.is_none() && req.method == Method::POST && !req.body.iter().all(u8::is_ascii_whitespace)
     {
         host = json_body::<AllocateBody>(&req.body, r#"{"ip": "203.0.113.10"} or no body"#)?.ip;
     }
-    let host = host.map(|h| h.trim().to_owned()).filter(|h| !h.is_empty());
+    let host = host.and_then(|h| pool_host(&state.config, &h));
     let allocation = state
         .leases
         .allocate(host, Holder::Client { ip: ctx.client_ip })
@@ -143,10 +115,7 @@ async fn allocate(state: &ApiState, ctx: &Ctx, req: &Req) -> Result<Response<Bod
     ))
 }
 
-#[derive(Deserialize)]
-struct ReleaseBody {
-    public_key: String,
-}
+const RELEASE_EXAMPLE: &str = r#"{"public_key": "<the public_key from allocate>"}"#;
 
 #[derive(Serialize)]
 struct MessageResponse {
@@ -154,16 +123,8 @@ struct MessageResponse {
     message: &'static str,
 }
 
-async fn release(state: &ApiState, req: &Req) -> Result<Response<Body>, ApiError> {
-    let body: ReleaseBody = json_body(
-        &req.body,
-        r#"{"public_key": "<the public_key from allocate>"}"#,
-    )?;
-    let key = PublicKey::from_base64(&body.public_key).map_err(|_| {
-        ApiError::bad_request(
-            "public_key is not a WireGuard public key (44 characters of base64, as allocate returned it)",
-        )
-    })?;
+pub async fn release(state: &ApiState, req: &Req) -> Result<Response<Body>, ApiError> {
+    let key = release_key(&req.body)?;
     let ended = state
         .leases
         .release(key.to_base64())
@@ -208,10 +169,8 @@ struct StatusResponse {
     active_connections: Vec<Connection>,
 }
 
-fn status(state: &ApiState, req: &Req) -> Result<Response<Body>, ApiError> {
-    let host = query_param(req.query.as_deref(), "ip")
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty());
+pub fn status(state: &ApiState, req: &Req) -> Result<Response<Body>, ApiError> {
+    let host = query_param(req.query.as_deref(), "ip").and_then(|h| pool_host(&state.config, &h));
     let now = state.leases.clock().now_ms();
     let book = state.leases.read();
     let (usage, leases) = book
@@ -245,4 +204,62 @@ fn status(state: &ApiState, req: &Req) -> Result<Response<Body>, ApiError> {
             active_connections,
         },
     ))
+}
+
+/// The key a release body names: a JSON object whose `public_key` is a WireGuard public key in
+/// canonical base64, exactly as `allocate` returned it (no surrounding whitespace, no other
+/// spelling of the same bytes), so what is released is unambiguous.
+fn release_key(body: &[u8]) -> Result<PublicKey, ApiError> {
+    let value: Value = json_body(body, RELEASE_EXAMPLE)?;
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::bad_request(format!(
+            "request body must be a JSON object like {RELEASE_EXAMPLE}"
+        )));
+    };
+    let Some(given) = object.get("public_key") else {
+        return Err(ApiError::bad_request(format!(
+            "missing field `public_key`; send JSON like {RELEASE_EXAMPLE}"
+        )));
+    };
+    let Some(given) = given.as_str() else {
+        return Err(ApiError::bad_request(
+            "public_key must be a string (44 characters of base64, as allocate returned it)",
+        ));
+    };
+    match PublicKey::from_base64(given) {
+        Ok(key) if key.to_base64() == given => Ok(key),
+        _ => Err(ApiError::bad_request(
+            "public_key is not a WireGuard public key (44 characters of base64, as allocate \
+             returned it, nothing around it)",
+        )),
+    }
+}
+
+/// The configured pool host a client's `ip` names. Addresses compare as addresses
+/// (`2001:DB8::1` is `2001:db8::1`, `[2001:db8::1]` too), names without regard to case;
+/// anything else is passed on as written and answered as an unknown server.
+fn pool_host(config: &Config, given: &str) -> Option<String> {
+    let given = given.trim();
+    if given.is_empty() {
+        return None;
+    }
+    let as_addr = |s: &str| {
+        let s = s
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(s);
+        s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+    };
+    let wanted = as_addr(given);
+    config
+        .vpn
+        .pools
+        .iter()
+        .map(|pool| config.pool_endpoint_host(pool))
+        .find(|host| match (wanted, as_addr(host)) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => host.eq_ignore_ascii_case(given),
+            _ => false,
+        })
+        .or_else(|| Some(given.to_owned()))
 }
