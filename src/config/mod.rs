@@ -352,19 +352,21 @@ impl Config {
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
         let outcome = read::read(&figment);
         let mut problems = outcome.problems;
-        let Some(config) = outcome.config else {
-            return Err(ConfigError { problems });
-        };
-        problems.extend(
-            config
-                .problems()
-                .into_iter()
-                .filter(|p| !outcome.unreliable.concerns(p)),
-        );
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError { problems })
+        if let Some(config) = &outcome.config {
+            problems.extend(
+                config
+                    .problems()
+                    .into_iter()
+                    .filter(|p| !outcome.unreliable.concerns(p)),
+            );
+        }
+        match outcome.config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => {
+                // In the file's order of sections; within one, reading problems come first.
+                problems.sort_by_key(|p| section_rank(&p.key));
+                Err(ConfigError { problems })
+            }
         }
     }
 
@@ -394,6 +396,25 @@ pub fn slot_capacity(subnet: Ipv4Net) -> u32 {
         p => (1u64 << (32 - u32::from(p))) - 2,
     };
     u32::try_from(hosts.saturating_sub(1)).unwrap_or(u32::MAX)
+}
+
+/// Where a key's section comes in the file (and in [`Config`]); unknown sections last.
+fn section_rank(key: &str) -> usize {
+    const ORDER: [&str; 8] = [
+        "api",
+        "store",
+        "wireguard",
+        "vpn",
+        "dongle",
+        "modem",
+        "auth",
+        "vm",
+    ];
+    let section = key.split(['.', '[']).next().unwrap_or_default();
+    ORDER
+        .iter()
+        .position(|s| *s == section)
+        .unwrap_or(ORDER.len())
 }
 
 fn env() -> Env {
