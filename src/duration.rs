@@ -120,7 +120,7 @@ pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     d.deserialize_any(DurationVisitor)
 }
 
-/// [`de`] for an `Option<Duration>` field with `#[serde(default)]`.
+/// [`de()`] for an `Option<Duration>` field with `#[serde(default)]`.
 pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     de(d).map(Some)
 }

@@ -97,13 +97,11 @@ fn four_unknown_keys_are_four_problems() {
 #[test]
 fn a_type_error_does_not_hide_the_other_problems() {
     let c = check(
-        &format!(
-            "[api]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 0\n\
+        "[api]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 0\n\
              [wireguard]\nendpoint_host = \"203.0.113.10\"\nlisten_port = \"fifty\"\npersistent_keepalive = 99999\n\
              [vpn]\nidle_release = \"0s\"\n[[vpn.pool]]\nsubnet = \"10.9.0.0/29\"\nkeys = 9\n\
              [dongle]\nmax_parallel_toggles = \"four\"\nheartbeat_timeout = \"1y\"\n\
-             [auth]\nadmin_password = \"short\"\nextra = 1\n"
-        ),
+             [auth]\nadmin_password = \"short\"\nextra = 1\n",
         &[("EDGEWARD_STORE__PATH", "[1, 2]")],
     );
     assert!(!c.ok);

@@ -5,11 +5,11 @@
 //! file itself (and modem profile files it names). Every problem is reported with the dotted
 //! key it concerns (`vpn.pool[1].subnet`), and all problems are reported at once, unknown keys
 //! and type errors included, so an operator fixes a file in one pass:
-//! - [`read`] turns the layered figment into a [`Config`] while collecting every unknown key,
+//! - `read` turns the layered figment into a [`Config`] while collecting every unknown key,
 //!   wrong type and missing key (with the file or environment variable it came from);
-//! - [`validate`] checks what types alone cannot: ranges (every duration and count has one),
+//! - `validate` checks what types alone cannot: ranges (every duration and count has one),
 //!   pools that make sense, references between sections;
-//! - [`pools`] is the pure address arithmetic behind the pool checks.
+//! - `pools` is the pure address arithmetic behind the pool checks.
 //!
 //! Durations use the crate's one grammar ([`crate::duration`]). A pool subnet written with host
 //! bits (`10.8.0.5/24`) is refused with the network it probably means, not normalised: the
