@@ -8,6 +8,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod duration;
 pub mod lease;
 pub mod metrics;
 pub mod modem;

@@ -212,3 +212,60 @@ async fn demo_serves_without_hardware_or_root_and_prints_what_to_try() {
         "{banner}"
     );
 }
+
+/// Runs `serve` with a store at `store`; returns its exit status and log, or fails the test if
+/// it is still serving after 10 s (it should have refused the store at once).
+fn serve_briefly(dir: &std::path::Path, store: &std::path::Path) -> (bool, String) {
+    let config = dir.join("edgeward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nlisten = [\"127.0.0.1:0\"]\n[store]\npath = \"{}\"\n[wireguard]\nendpoint_host = \"h\"\ntun = \"\"\nlisten_port = 0\n",
+            store.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(edgeward_bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!("serve used the store as found: {}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), stderr(&out))
+}
+
+#[test]
+fn serve_refuses_a_store_directory_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (ok, log) = serve_briefly(dir.path(), &state.join("edgeward.redb"));
+    assert!(!ok, "{log}");
+    assert!(log.contains(&*state.to_string_lossy()), "{log}");
+    assert!(log.contains("writable by group or others"), "{log}");
+    assert!(log.contains("chmod go-w"), "{log}");
+}
+
+#[test]
+fn serve_refuses_a_symlinked_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.redb");
+    drop(edgeward::store::Store::open(&real).unwrap());
+    let link = dir.path().join("edgeward.redb");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let (ok, log) = serve_briefly(dir.path(), &link);
+    assert!(!ok, "{log}");
+    assert!(log.contains(&*link.to_string_lossy()), "{log}");
+    assert!(log.contains("symbolic link"), "{log}");
+}

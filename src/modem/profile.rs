@@ -3,13 +3,13 @@
 //! embedded in the binary and overridable by a file; this module loads and validates them.
 //! It must not run commands or decide when to: that is the shell's and the [ladder]'s job.
 //!
-//! Durations are strings with a unit (`"30s"`, `"500ms"`, `"2m"`, `"1m30s"`). Commands may use
+//! Durations follow the config file's grammar ([`crate::duration`]: `"30s"`, `"500ms"`, `"2m"`,
+//! `"1m30s"`, or a bare number of seconds) and may be at most [`MAX_PROFILE_DURATION`]. Commands may use
 //! two placeholders, filled by [`Profile::ladder_for`] and [`Query::render`]: `{cid}` (the PDP
 //! context id) and `{apn}`.
 //!
 //! [ladder]: super::ladder
 
-mod duration;
 #[cfg(test)]
 mod tests;
 
@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use duration::{format_duration, parse_duration};
+use crate::duration;
+pub use crate::duration::{format_duration, parse_duration};
 
 use super::parse::{Category, ParserKind};
 
@@ -55,6 +56,14 @@ pub enum ProfileError {
     Invalid { key: String, reason: String },
     #[error("no built-in modem profile named `{0}`")]
     UnknownBuiltin(String),
+}
+
+/// The longest any one profile duration (timeout, pause, settle, wait) may be: longer is a typo,
+/// and a bound keeps every deadline computed from it far from overflow.
+pub const MAX_PROFILE_DURATION: Duration = Duration::from_secs(3600);
+
+fn check_duration(key: &str, d: Duration) -> Result<(), ProfileError> {
+    duration::check_range(d, Duration::ZERO, MAX_PROFILE_DURATION).map_err(|e| invalid(key, e))
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ProfileError {
@@ -429,6 +438,11 @@ impl Profile {
             if step.wait_address.is_zero() {
                 return Err(invalid(format!("{key}.wait_address"), "must be positive"));
             }
+            check_duration(&format!("{key}.settle"), step.settle)?;
+            check_duration(&format!("{key}.wait_address"), step.wait_address)?;
+            if let Some(w) = step.wait_registration {
+                check_duration(&format!("{key}.wait_registration"), w)?;
+            }
         }
         Ok(())
     }
@@ -464,7 +478,8 @@ fn check_command(key: &str, c: &Command) -> Result<(), ProfileError> {
     if c.timeout.is_zero() {
         return Err(invalid(format!("{key}.timeout"), "must be positive"));
     }
-    Ok(())
+    check_duration(&format!("{key}.timeout"), c.timeout)?;
+    check_duration(&format!("{key}.pause"), c.pause)
 }
 
 fn check_queries(
@@ -482,6 +497,7 @@ fn check_queries(
         if q.timeout.is_zero() {
             return Err(invalid(format!("{key}.timeout"), "must be positive"));
         }
+        check_duration(&format!("{key}.timeout"), q.timeout)?;
         if q.parser.category() != category {
             return Err(invalid(
                 format!("{key}.parser"),

@@ -1,7 +1,17 @@
 //! The store: one redb file holding server identities and leases.
 //!
 //! Owns the file (created 0600, since it holds private keys), the table layout and the schema
-//! version. Callers see typed records and a batch API: [`Store::apply`] writes a whole batch in
+//! version. The store is not taken as found ([`Store::open`]):
+//! - its directory (created 0700 when missing) must be a real directory, not a symbolic link,
+//!   and not writable by group or others: whoever can write there can swap the file;
+//! - the file must be a regular file, not a symbolic link (it is opened with `O_NOFOLLOW` and
+//!   handed to redb as that open file, so it cannot be swapped between check and use);
+//! - a file readable or writable by group or others is set to 0600, with a warning in the log.
+//!   Fixing is safe (only edgeward reads it) and refusing would turn an upgrade from a sloppy
+//!   install into an outage; the other cases are refused because edgeward cannot tell a
+//!   planted file from a mistake.
+//!
+//! Refusals are [`StoreError::Unsafe`], naming the path and the fix. Callers see typed records and a batch API: [`Store::apply`] writes a whole batch in
 //! one durable transaction, which is what lets the lease service commit many requests per
 //! fsync. Nothing outside this module names a redb table.
 
@@ -38,6 +48,8 @@ pub enum StoreError {
         #[source]
         source: Box<redb::Error>,
     },
+    #[error("store {path}: {problem}")]
+    Unsafe { path: PathBuf, problem: String },
     #[error("store {path}: schema version {found} is newer than this edgeward understands ({SCHEMA_VERSION}); use a newer edgeward")]
     TooNew { path: PathBuf, found: u64 },
     #[error("store {path}: record {key} in table {table} is corrupt: {detail}")]
@@ -80,29 +92,15 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the store at `path`, checking and recording the schema version.
-    /// A second process opening the same file gets an error: redb locks it.
+    /// A second process opening the same file gets an error: redb locks it. See the module
+    /// doc for what is refused about the file and its directory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let io_err = |source| StoreError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io_err)?;
-        }
-        // Create the file ourselves so it is never readable by others, not even for a moment.
-        fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err)?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
-
-        let db = Database::create(path).map_err(|e| db_err(path, e))?;
+        let file = open_private(path)?;
+        // The same backend `Database::create` uses, on the file we opened and checked.
+        let backend = redb::backends::FileBackend::new(file).map_err(|e| db_err(path, e))?;
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| db_err(path, e))?;
         let store = Self {
             db,
             path: path.to_owned(),
@@ -254,6 +252,105 @@ impl Store {
     }
 }
 
+/// Checks the directory, then opens (or creates, 0600) the file without following a link.
+fn open_private(path: &Path) -> Result<fs::File, StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let unsafe_store = |problem: String| StoreError::Unsafe {
+        path: path.to_owned(),
+        problem,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match fs::symlink_metadata(dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err)?;
+        }
+        Err(e) => return Err(io_err(e)),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(io_err)?;
+    if let Some(problem) = directory_problem(dir, &meta) {
+        return Err(unsafe_store(problem));
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(unsafe_store(format!(
+                "is a symbolic link; edgeward does not follow it (it could point at any file): \
+                 set store.path to the real file ({})",
+                fs::read_link(path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "unreadable link".to_owned())
+            )));
+        }
+        Ok(meta) if !meta.file_type().is_file() => {
+            return Err(unsafe_store(
+                "is not a regular file: set store.path to a file (it is created if missing)"
+                    .to_owned(),
+            ));
+        }
+        Ok(_) | Err(_) => {}
+    }
+    // Create the file ourselves so it is never readable by others, not even for a moment, and
+    // refuse a link planted since the check above.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
+                unsafe_store("is a symbolic link; edgeward does not follow it".to_owned())
+            } else {
+                io_err(e)
+            }
+        })?;
+    let mode = file.metadata().map_err(io_err)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        log::warn!(
+            "store {}: was mode {mode:03o} (others could read the private keys in it); set to 0600",
+            path.display()
+        );
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io_err)?;
+    }
+    Ok(file)
+}
+
+/// Why the store's directory cannot be trusted, if it cannot.
+fn directory_problem(dir: &Path, meta: &fs::Metadata) -> Option<String> {
+    let shown = dir.display();
+    if meta.file_type().is_symlink() {
+        return Some(format!(
+            "its directory {shown} is a symbolic link; set store.path inside the real directory"
+        ));
+    }
+    if !meta.is_dir() {
+        return Some(format!("{shown} is not a directory"));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "its directory {shown} is writable by group or others (mode {:03o}), so they could \
+             replace the store: run `chmod go-w {shown}` or move the store (edgeward creates a \
+             missing directory 0700)",
+            mode & 0o777
+        ));
+    }
+    None
+}
+
 fn db_err(path: &Path, e: impl Into<redb::Error>) -> StoreError {
     StoreError::Db {
         path: path.to_owned(),
@@ -362,6 +459,84 @@ mod tests {
         let path = dir.path().join("s.redb");
         let _first = Store::open(&path).unwrap();
         assert!(Store::open(&path).is_err());
+    }
+
+    fn unsafe_problem(path: &Path) -> String {
+        match Store::open(path) {
+            Err(e @ StoreError::Unsafe { .. }) => e.to_string(),
+            Err(e) => panic!("expected a refusal, got {e}"),
+            Ok(_) => panic!("{} was opened", path.display()),
+        }
+    }
+
+    #[test]
+    fn a_directory_others_can_write_is_refused() {
+        for mode in [0o777, 0o1777, 0o770, 0o702] {
+            let dir = tempfile::tempdir().unwrap();
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+            let path = dir.path().join("s.redb");
+            let err = unsafe_problem(&path);
+            assert!(err.contains(&*dir.path().to_string_lossy()), "{err}");
+            assert!(err.contains("chmod go-w"), "{err}");
+            assert!(!path.exists(), "nothing is created in a refused directory");
+        }
+    }
+
+    #[test]
+    fn a_symlinked_store_file_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.redb");
+        drop(Store::open(&real).unwrap());
+        let before = fs::read(&real).unwrap();
+        let link = dir.path().join("s.redb");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = unsafe_problem(&link);
+        assert!(
+            err.contains("symbolic link") && err.contains("s.redb"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&real).unwrap(), before);
+        // A dangling link is not followed to create a file somewhere else.
+        let elsewhere = dir.path().join("elsewhere.redb");
+        let dangling = dir.path().join("d.redb");
+        std::os::unix::fs::symlink(&elsewhere, &dangling).unwrap();
+        unsafe_problem(&dangling);
+        assert!(!elsewhere.exists());
+    }
+
+    #[test]
+    fn a_symlinked_store_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::DirBuilder::new().mode(0o700).create(&real).unwrap();
+        let link = dir.path().join("state");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = unsafe_problem(&link.join("s.redb"));
+        assert!(
+            err.contains("directory") && err.contains("symbolic link"),
+            "{err}"
+        );
+        assert!(!real.join("s.redb").exists());
+    }
+
+    #[test]
+    fn something_that_is_not_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        fs::create_dir(&path).unwrap();
+        assert!(unsafe_problem(&path).contains("not a regular file"));
+    }
+
+    #[test]
+    fn a_store_file_others_can_read_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        drop(Store::open(&path).unwrap());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

@@ -163,14 +163,31 @@ address = [{ cmd = "AT+CGPADDR=1", parser = "cgpaddr" }]
 }
 
 #[test]
+fn durations_use_the_config_grammar_and_have_a_ceiling() {
+    // One grammar with the config file: a bare number is seconds, "2 minutes" is two minutes.
+    let p = Profile::from_toml(&MINIMAL.replace("timeout = \"2m\"", "timeout = 120")).unwrap();
+    assert_eq!(p.ladder[0].commands[1].timeout, Duration::from_secs(120));
+    let p = Profile::from_toml(&MINIMAL.replace("timeout = \"2m\"", "timeout = \"2 minutes\""))
+        .unwrap();
+    assert_eq!(p.ladder[0].commands[1].timeout, Duration::from_secs(120));
+    // A duration that parses but would put a deadline centuries away is refused, key named.
+    assert_eq!(
+        invalid_key(&MINIMAL.replace("timeout = \"2m\"", "timeout = \"300000000000y\"")),
+        "ladder[0].commands[1].timeout"
+    );
+    let long_settle = MINIMAL.replace("kind = \"soft\"", "kind = \"soft\"\nsettle = \"2h\"");
+    assert_eq!(invalid_key(&long_settle), "ladder[0].settle");
+}
+
+#[test]
 fn toml_errors_point_at_the_value() {
     let cases = [
         (
-            MINIMAL.replace("timeout = \"2m\"", "timeout = \"2 minutes\""),
-            "2 minutes",
+            MINIMAL.replace("timeout = \"2m\"", "timeout = \"2 fortnights\""),
+            "2 fortnights",
         ),
         (
-            MINIMAL.replace("timeout = \"2m\"", "timeout = 120"),
+            MINIMAL.replace("timeout = \"2m\"", "timeout = 1.5"),
             "timeout",
         ),
         (
