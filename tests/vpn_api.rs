@@ -234,9 +234,9 @@ async fn bad_release_requests_name_the_problem_and_change_nothing() {
         ("", "empty"),
         ("{not json", "not valid JSON"),
         ("{}", "public_key"),
-        (r#"{"public_key": 42}"#, "invalid type"),
+        (r#"{"public_key": 42}"#, "must be a string"),
         (r#"{"public_key": "short"}"#, "not a WireGuard public key"),
-        ("[1,2,3]", "invalid"),
+        ("[1,2,3]", "must be a JSON object"),
         ("\u{0}\u{1}\u{2}", "not valid JSON"),
     ];
     for (body, needle) in cases {
@@ -272,17 +272,20 @@ async fn unknown_paths_methods_and_huge_bodies_get_the_family_envelope() {
 
     let r = request(s.addr, Method::PUT, "/vpn_api/allocate", &[], None).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(r.headers.get("allow").unwrap(), "GET, POST");
+    assert_eq!(r.headers.get("allow").unwrap(), "GET, POST, HEAD");
 
-    let r = s.get("/dongle/nothing").await;
+    let r = s.get("/toggle/1/2").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(
         r.json()["message"].is_string(),
         "dongle family uses .message"
     );
 
+    // No route under /api/nothing: the public envelope, never an account one.
     let r = s.get("/api/nothing").await;
-    assert_eq!(r.json()["code"], 404);
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json()["success"], false);
+    assert!(r.json()["error"].is_string());
 
     let big = "x".repeat(70 * 1024);
     let r = s.post_json("/vpn_api/release", &big).await;
