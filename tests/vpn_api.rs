@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{request, TestServer, BASE_TOML};
-use edgeward::wg::keys::{PrivateKey, PublicKey};
+use edgeward::keys::{PrivateKey, PublicKey};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -439,7 +439,7 @@ async fn activity_from_the_data_plane_hook_keeps_a_lease() {
     assert!(s
         .app()
         .leases
-        .note_handshake(a["public_key"].as_str().unwrap(), now));
+        .note_handshake(&PublicKey::from_base64(a["public_key"].as_str().unwrap()).unwrap(), now));
     s.clock.advance(Duration::from_secs(3 * 60));
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use boringtun::noise::{Tunn, TunnResult};
 use common::TestServer;
-use edgeward::wg::keys::{PrivateKey, PublicKey};
+use edgeward::keys::{PrivateKey, PublicKey};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use tokio::net::UdpSocket;

@@ -43,6 +43,17 @@ impl Family {
         }
     }
 
+    /// A stable label (the `family` label of `/metrics`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Vpn => "vpn",
+            Self::Dongle => "dongle",
+            Self::Account => "account",
+            Self::Operations => "operations",
+            Self::Public => "public",
+        }
+    }
+
     /// Is this one of the agent APIs guarded by `agent_allow` and `agent_token`?
     pub fn is_agent_api(self) -> bool {
         matches!(self, Self::Vpn | Self::Dongle)

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::http::{json_response, text_response, Body};
 use super::{ApiState, Req};
+use crate::metrics::{Metrics, PoolGauge};
 
 pub fn route(state: &ApiState, req: &Req, segments: &[&str]) -> Result<Response<Body>, ApiError> {
     let get_only = |f: &dyn Fn() -> Response<Body>| {
@@ -62,13 +63,26 @@ fn health(state: &ApiState) -> Response<Body> {
 }
 
 fn metrics(state: &ApiState) -> Response<Body> {
-    let mut text = {
-        let book = state.leases.read();
-        state
-            .metrics
-            .render(&book, state.started.elapsed().as_secs())
-    };
-    let view = state.wg.view.read().unwrap_or_else(|e| e.into_inner());
-    text.push_str(&crate::metrics::Metrics::render_wg(&view));
+    let pools: Vec<PoolGauge> = state
+        .leases
+        .pool_usage()
+        .into_iter()
+        .map(|p| PoolGauge {
+            pool: p.subnet.to_string(),
+            host: p.endpoint_host,
+            slots: p.total,
+            in_use: p.in_use,
+        })
+        .collect();
+    let mut text = state
+        .metrics
+        .render(&pools, state.started.elapsed().as_secs());
+    let plane = state
+        .wg
+        .view
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .gauge();
+    text.push_str(&Metrics::render_data_plane(&plane));
     text_response("text/plain; version=0.0.4", text)
 }

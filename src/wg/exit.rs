@@ -20,7 +20,7 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{HandshakeInit, TunnResult};
 use boringtun::x25519;
 
-use super::keys::{PrivateKey, PublicKey};
+use crate::keys::{PrivateKey, PublicKey};
 
 const LABEL_MAC1: &[u8; 8] = b"mac1----";
 /// mac1 and mac2, 16 bytes each, end every handshake message.

@@ -55,7 +55,7 @@ use boringtun::noise::{HandshakeInit, Packet, Tunn, TunnResult};
 use rand_core::{OsRng, RngCore};
 
 use super::exit::{Admission, Exit, COOKIE_REPLY_LEN};
-use super::keys::{PrivateKey, PublicKey};
+use crate::keys::{PrivateKey, PublicKey};
 use super::stats::{DropReason, Metrics, PeerStats};
 
 /// Largest IP packet: the maximum of the IPv4 total-length field.

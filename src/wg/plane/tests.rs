@@ -11,7 +11,7 @@ use boringtun::noise::Tunn;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
-use super::super::keys::PrivateKey;
+use crate::keys::PrivateKey;
 use super::super::stats::DropReason;
 use super::super::testkit::*;
 use super::*;
