@@ -691,3 +691,95 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::Ended;
+
+    fn spec() -> PoolSpec {
+        PoolSpec {
+            subnet: "10.8.0.0/24".parse().unwrap(),
+            keys: 4,
+            endpoint_host: "h".into(),
+        }
+    }
+
+    fn ended(id: LeaseId, at: UnixMillis) -> StoreOp {
+        let key = PrivateKey::generate();
+        StoreOp::EndLease(EndedLease {
+            id,
+            exit: "vpn:10.8.0.0/24".into(),
+            address: Ipv4Addr::new(10, 8, 0, 2),
+            public_key: key.public_key(),
+            holder: Holder::Client {
+                ip: [192, 0, 2, 1].into(),
+            },
+            allocated_at: at,
+            last_heartbeat: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            ended: Ended {
+                at,
+                reason: EndReason::Released,
+                report: None,
+            },
+        })
+    }
+
+    #[test]
+    fn history_past_its_retention_is_pruned_at_start_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let day = 24 * 3600 * 1000;
+        let now = 100 * day;
+        {
+            // More old history than one batch, and a little recent history.
+            let store = Store::open(&path).unwrap();
+            let mut ops: Vec<_> = (1..=2500).map(|id| ended(id, now - 40 * day + id)).collect();
+            ops.extend((2501..=2510).map(|id| ended(id, now - day)));
+            store.apply(&ops).unwrap();
+        }
+        let clock = Arc::new(ManualClock::new(now));
+        let service = LeaseService::start(
+            Store::open(&path).unwrap(),
+            &[spec()],
+            Duration::from_secs(30 * 24 * 3600),
+            clock,
+            None,
+        )
+        .unwrap();
+        assert_eq!(service.history_len(), Some(10));
+        service.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_goes_to_history_and_is_pruned_after_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let retention = Duration::from_secs(3600);
+        let service = LeaseService::start(
+            Store::open(&dir.path().join("s.redb")).unwrap(),
+            &[spec()],
+            retention,
+            Arc::clone(&clock) as Arc<dyn Clock>,
+            None,
+        )
+        .unwrap();
+        let a = service
+            .allocate(None, Holder::Agent { id: "x".into() })
+            .await
+            .unwrap();
+        let ended = service.release(a.lease.public_key).await.unwrap();
+        assert_eq!(ended.public_key, a.lease.public_key);
+        assert_eq!(service.history_len(), Some(1));
+        clock.advance(retention);
+        assert_eq!(service.prune_history(retention).await.unwrap(), 0);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(service.prune_history(retention).await.unwrap(), 1);
+        assert_eq!(service.history_len(), Some(0));
+        service.shutdown();
+    }
+}

@@ -85,6 +85,14 @@ impl TestServer {
         }
     }
 
+    /// Shuts down and hands back the temp dir, so the test can look at the store file.
+    pub async fn stop_keeping_files(mut self) -> tempfile::TempDir {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+        self.dir
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         request(self.addr, Method::GET, path, &[], None).await
     }
