@@ -27,7 +27,9 @@ use crate::modem::service::ModemService;
 use crate::store::{EndedLease, LeaseRecord, Store};
 use crate::wg::net;
 use crate::wg::plane::PlaneConfig;
-use crate::wg::server::{self, ActivitySink, ExitSpec, Peer, PeerFeed, PeerQueue, WgServer, WgSetup};
+use crate::wg::server::{
+    self, ActivitySink, ExitSpec, Peer, PeerFeed, PeerQueue, WgServer, WgSetup,
+};
 use crate::wg::tun::Tun;
 
 /// Knobs that are not configuration: what tests and benchmarks change.
@@ -110,7 +112,14 @@ impl App {
         });
         let server = tokio::spawn(api::serve(state, bound.listeners, shutdown_rx));
 
-        log_ready(&config, &leases, &wg, &bound.http_addrs, &bound.https_addrs, started);
+        log_ready(
+            &config,
+            &leases,
+            &wg,
+            &bound.http_addrs,
+            &bound.https_addrs,
+            started,
+        );
         Ok(Self {
             leases,
             wg,

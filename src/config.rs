@@ -630,7 +630,6 @@ fn figment_problem(err: figment::Error) -> Problem {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     const MINIMAL: &str = "[wireguard]\nendpoint_host = \"203.0.113.10\"\n";

@@ -165,7 +165,8 @@ mod tests {
         assert_eq!(json, format!("\"{}\"", sk.to_base64()));
         let back: PrivateKey = serde_json::from_str(&json).unwrap();
         assert_eq!(back.public_key(), sk.public_key());
-        let pk: PublicKey = serde_json::from_str(&serde_json::to_string(&sk.public_key()).unwrap()).unwrap();
+        let pk: PublicKey =
+            serde_json::from_str(&serde_json::to_string(&sk.public_key()).unwrap()).unwrap();
         assert_eq!(pk, sk.public_key());
         let err = serde_json::from_str::<PublicKey>("\"short\"").unwrap_err();
         assert!(err.to_string().contains("not a WireGuard key"), "{err}");

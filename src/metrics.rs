@@ -120,7 +120,13 @@ impl Metrics {
                 &self.expirations,
             ),
         ] {
-            sample(&mut out, name, help, "counter", value.load(Ordering::Relaxed));
+            sample(
+                &mut out,
+                name,
+                help,
+                "counter",
+                value.load(Ordering::Relaxed),
+            );
         }
         pool_gauge(
             &mut out,
@@ -261,7 +267,10 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("{family=\"vpn\",code=\"5xx\"} 1"), "{page}");
-        assert!(page.contains("{family=\"dongle\",code=\"5xx\"} 1"), "{page}");
+        assert!(
+            page.contains("{family=\"dongle\",code=\"5xx\"} 1"),
+            "{page}"
+        );
         assert!(page.contains("edgeward_uptime_seconds 7"), "{page}");
     }
 
@@ -283,7 +292,13 @@ mod tests {
             ..DataPlaneGauge::default()
         });
         assert!(wg.contains("edgeward_wg_handshakes_total 4"), "{wg}");
-        assert!(wg.contains("edgeward_wg_dropped_total{reason=\"replay\"} 2"), "{wg}");
-        assert!(wg.contains("# TYPE edgeward_wg_peers gauge\nedgeward_wg_peers 0"), "{wg}");
+        assert!(
+            wg.contains("edgeward_wg_dropped_total{reason=\"replay\"} 2"),
+            "{wg}"
+        );
+        assert!(
+            wg.contains("# TYPE edgeward_wg_peers gauge\nedgeward_wg_peers 0"),
+            "{wg}"
+        );
     }
 }

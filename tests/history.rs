@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{text, TestConfig, TestServer};
 use hyper::StatusCode;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -14,13 +14,18 @@ const LEASES_ENDED: TableDefinition<u64, &[u8]> = TableDefinition::new("leases_e
 
 /// Every record of the history table, as stored.
 fn ended_rows(store: &std::path::Path) -> Vec<String> {
-    let db = redb::Database::open(store).unwrap();
-    let txn = db.begin_read().unwrap();
-    let table = txn.open_table(LEASES_ENDED).unwrap();
+    let db = redb::Database::open(store).expect("open the stopped server's store");
+    let txn = db.begin_read().expect("read the store");
+    let table = txn
+        .open_table(LEASES_ENDED)
+        .expect("the store has this table");
     table
         .iter()
-        .unwrap()
-        .map(|r| String::from_utf8(r.unwrap().1.value().to_vec()).unwrap())
+        .expect("read the table")
+        .map(|r| {
+            String::from_utf8(r.expect("read a row").1.value().to_vec())
+                .expect("records are JSON text")
+        })
         .collect()
 }
 
@@ -32,7 +37,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test]
 async fn an_ended_lease_keeps_its_public_key_and_not_its_private_key() {
-    let s = TestServer::start(common::BASE_TOML).await;
+    let s = TestServer::start(&common::BASE_TOML).await;
     let released = s.get("/vpn_api/allocate").await.json();
     let held = s.get("/vpn_api/allocate").await.json();
     let r = s.release(released["public_key"].as_str().unwrap()).await;
@@ -43,31 +48,48 @@ async fn an_ended_lease_keeps_its_public_key_and_not_its_private_key() {
     let rows = ended_rows(&store);
     assert_eq!(rows.len(), 1, "{rows:?}");
     let secret = released["private_key"].as_str().unwrap();
-    assert!(rows[0].contains(released["public_key"].as_str().unwrap()), "{}", rows[0]);
+    assert!(
+        rows[0].contains(released["public_key"].as_str().unwrap()),
+        "{}",
+        rows[0]
+    );
     assert!(rows[0].contains("\"reason\":\"released\""), "{}", rows[0]);
-    assert!(!rows[0].contains(secret), "history holds the private key: {}", rows[0]);
+    assert!(
+        !rows[0].contains(secret),
+        "history holds the private key: {}",
+        rows[0]
+    );
     assert!(!rows[0].contains("private_key"), "{}", rows[0]);
     // The active lease still has its key (seed 001 hands it out again on renewal)...
     let bytes = std::fs::read(&store).unwrap();
     assert!(contains(&bytes, held["private_key"].as_str().unwrap()));
     // ... and the ended one's is nowhere in the file.
-    assert!(!contains(&bytes, secret), "the store file still holds an ended lease's private key");
+    assert!(
+        !contains(&bytes, secret),
+        "the store file still holds an ended lease's private key"
+    );
 }
 
 #[tokio::test]
 async fn history_past_its_retention_is_deleted_by_the_sweeper() {
     // Idle release out of the way: only the history clock matters here.
-    let toml = format!(
-        "{}[store]\nhistory_retention = \"1h\"\n",
-        common::BASE_TOML.replace("idle_release = \"10m\"", "idle_release = \"1d\"")
-    );
+    let toml = TestConfig::new()
+        .set("vpn", "idle_release", text("1d"))
+        .set("store", "history_retention", text("1h"))
+        .to_string();
     let s = TestServer::start(&toml).await;
     let history = |s: &TestServer| s.app().leases.history_len().unwrap();
     let a = s.get("/vpn_api/allocate").await.json();
     let b = s.get("/vpn_api/allocate").await.json();
-    assert_eq!(s.release(a["public_key"].as_str().unwrap()).await.status, StatusCode::OK);
+    assert_eq!(
+        s.release(a["public_key"].as_str().unwrap()).await.status,
+        StatusCode::OK
+    );
     s.clock.advance(Duration::from_secs(30 * 60));
-    assert_eq!(s.release(b["public_key"].as_str().unwrap()).await.status, StatusCode::OK);
+    assert_eq!(
+        s.release(b["public_key"].as_str().unwrap()).await.status,
+        StatusCode::OK
+    );
     assert_eq!(history(&s), 2);
 
     // a ended 61 minutes ago, b 31: only a goes.

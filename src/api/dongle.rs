@@ -361,6 +361,10 @@ mod tests {
             })
         );
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys[..4], ["number", "port", "profile", "netdev"], "field order kept");
+        assert_eq!(
+            keys[..4],
+            ["number", "port", "profile", "netdev"],
+            "field order kept"
+        );
     }
 }

@@ -56,9 +56,7 @@ fn lease_error(e: LeaseError) -> ApiError {
         LeaseError::Exhausted => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "No available VPN keys")
         }
-        LeaseError::UnknownHost(host) => {
-            ApiError::not_found(format!("Unknown VPN server: {host}"))
-        }
+        LeaseError::UnknownHost(host) => ApiError::not_found(format!("Unknown VPN server: {host}")),
         LeaseError::NotFound => ApiError::not_found("Key not found or not in use"),
         LeaseError::Storage(detail) => ApiError::internal(format!("storage error: {detail}")),
         LeaseError::ShuttingDown => {
@@ -217,10 +215,7 @@ fn status(state: &ApiState, req: &Req) -> Result<Response<Body>, ApiError> {
     let host = query_param(req.query.as_deref(), "ip")
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty());
-    let view = state
-        .leases
-        .status(host.as_deref())
-        .map_err(lease_error)?;
+    let view = state.leases.status(host.as_deref()).map_err(lease_error)?;
     let usage = view.usage;
     let active_connections = view
         .leases

@@ -533,7 +533,10 @@ mod tests {
         gone.public_key = PrivateKey::generate().public_key();
         let (restored, orphans) =
             LeaseBook::restore(vec![p], vec![dup, l2.clone(), gone, l1.clone()], 1, 1000);
-        assert_eq!(restored.by_public_key(&l1.public_key).map(|l| l.id), Some(l1.id));
+        assert_eq!(
+            restored.by_public_key(&l1.public_key).map(|l| l.id),
+            Some(l1.id)
+        );
         assert_eq!(restored.active_count(), 2);
         let ids: Vec<_> = orphans.iter().map(|o| o.id).collect();
         assert_eq!(ids, vec![50, 99]);

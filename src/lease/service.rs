@@ -289,9 +289,7 @@ impl LeaseService {
     pub fn status(&self, host: Option<&str>) -> Result<StatusView, LeaseError> {
         let as_of = self.clock.now_ms();
         let book = self.read();
-        let (usage, leases) = book
-            .usage(host)
-            .map_err(|e| LeaseError::UnknownHost(e.0))?;
+        let (usage, leases) = book.usage(host).map_err(|e| LeaseError::UnknownHost(e.0))?;
         let leases = leases
             .into_iter()
             .map(|l| LeaseView {
@@ -738,7 +736,9 @@ mod tests {
         {
             // More old history than one batch, and a little recent history.
             let store = Store::open(&path).unwrap();
-            let mut ops: Vec<_> = (1..=2500).map(|id| ended(id, now - 40 * day + id)).collect();
+            let mut ops: Vec<_> = (1..=2500)
+                .map(|id| ended(id, now - 40 * day + id))
+                .collect();
             ops.extend((2501..=2510).map(|id| ended(id, now - day)));
             store.apply(&ops).unwrap();
         }

@@ -428,8 +428,15 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let snap = store.load().unwrap();
         assert_eq!(snap.exits.len(), 1);
-        assert_eq!(snap.exits[0].private_key.public_key(), exit_key.public_key());
-        let active: Vec<_> = snap.active_leases.iter().map(|l| (l.id, l.public_key)).collect();
+        assert_eq!(
+            snap.exits[0].private_key.public_key(),
+            exit_key.public_key()
+        );
+        let active: Vec<_> = snap
+            .active_leases
+            .iter()
+            .map(|l| (l.id, l.public_key))
+            .collect();
         assert_eq!(active, vec![(1, one.public_key)]);
         assert_eq!(
             snap.active_leases[0].private_key.to_base64(),
@@ -444,7 +451,11 @@ mod tests {
         let rows = raw_rows(&store, LEASES_ENDED);
         assert_eq!(rows.len(), 1);
         assert!(rows[0].contains(&two.public_key.to_base64()), "{}", rows[0]);
-        assert!(!rows[0].contains(&two.private_key.to_base64()), "{}", rows[0]);
+        assert!(
+            !rows[0].contains(&two.private_key.to_base64()),
+            "{}",
+            rows[0]
+        );
         assert!(!rows[0].contains("private_key"), "{}", rows[0]);
     }
 
@@ -468,7 +479,9 @@ mod tests {
         txn.commit().unwrap();
         let err = store.load().unwrap_err().to_string();
         assert!(
-            err.contains("leases_active") && err.contains("record 4") && err.contains("not a WireGuard key"),
+            err.contains("leases_active")
+                && err.contains("record 4")
+                && err.contains("not a WireGuard key"),
             "{err}"
         );
     }
@@ -485,10 +498,7 @@ mod tests {
             let mut v1 = serde_json::to_value(&old).unwrap();
             v1["ended"] = serde_json::json!({"at": 50, "reason": "idle"});
             let txn = store.db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(KEY_SCHEMA, 1)
-                .unwrap();
+            txn.open_table(META).unwrap().insert(KEY_SCHEMA, 1).unwrap();
             txn.open_table(LEASES_ENDED)
                 .unwrap()
                 .insert(7, serde_json::to_vec(&v1).unwrap().as_slice())

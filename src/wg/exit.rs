@@ -150,7 +150,6 @@ impl fmt::Debug for Exit {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use boringtun::noise::{Packet, Tunn};
 

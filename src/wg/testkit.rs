@@ -12,13 +12,19 @@ use std::time::{Duration, Instant};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 
-use crate::keys::{PrivateKey, PublicKey};
 use super::plane::{DataPlane, Event, Output, PlaneConfig};
+use crate::keys::{PrivateKey, PublicKey};
 
 /// Our `now`, plus boringtun's per-thread mock clock when built with `mock-time`. Without that
 /// feature boringtun keeps its real clock and `advance` moves only `now`.
 pub struct TestClock {
     now: Instant,
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TestClock {

@@ -1,7 +1,6 @@
 //! In-memory tests of the data plane: boringtun clients ⇄ `DataPlane`, datagrams passed by
 //! hand. Tests that need boringtun's clock to move are in `timer_tests.rs` (feature
 //! `mock-time`).
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,10 +10,10 @@ use boringtun::noise::Tunn;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
-use crate::keys::PrivateKey;
 use super::super::stats::DropReason;
 use super::super::testkit::*;
 use super::*;
+use crate::keys::PrivateKey;
 
 fn attacker() -> SocketAddr {
     SocketAddr::from(([203, 0, 113, 66], 6666))
