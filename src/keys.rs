@@ -86,31 +86,26 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
-impl Serialize for PublicKey {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_base64())
-    }
+/// Serde through the base64 text (what `wg` prints and what the store has always held).
+macro_rules! base64_serde {
+    ($key:ty) => {
+        impl Serialize for $key {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_base64())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $key {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                Self::from_base64(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
 
-impl<'de> Deserialize<'de> for PublicKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Self::from_base64(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for PrivateKey {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_base64())
-    }
-}
-
-impl<'de> Deserialize<'de> for PrivateKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Self::from_base64(&text).map_err(serde::de::Error::custom)
-    }
-}
+base64_serde!(PublicKey);
+base64_serde!(PrivateKey);
 
 fn decode32(text: &str) -> Result<[u8; 32], KeyParseError> {
     let text = text.trim();

@@ -2,9 +2,9 @@
 //!
 //! See `README.md` for the operator's view and `DESIGN.md` (shared) for how the pieces fit.
 //! Each module owns one domain, in layers that only import downwards (README, "How it is
-//! built"): `clock`, `keys`, `metrics` at the bottom; `config` and `store` on them; the
-//! domains `lease`, `wg` and `modem`, which never import each other; `api` on the domains;
-//! `app` wires everything together and `main` only parses the CLI.
+//! built"): `clock`, `keys`, `metrics` at the bottom; `store` on them; the domains `lease`,
+//! `wg` and `modem`, which never import each other; `config` (which checks modem profiles);
+//! `api` and `demo`; `app` wires everything together and `main` only parses the CLI.
 
 pub mod api;
 pub mod app;

@@ -381,6 +381,22 @@ mod tests {
         })
     }
 
+    /// Writes a row straight into the file, as an older edgeward or a damaged disk would.
+    fn put_raw(store: &Store, table: TableDefinition<u64, &[u8]>, id: u64, bytes: &[u8]) {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(table).unwrap().insert(id, bytes).unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn set_schema(store: &Store, version: u64) {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(KEY_SCHEMA, version)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
     /// Every value of a table, as stored.
     fn raw_rows(store: &Store, table: TableDefinition<u64, &[u8]>) -> Vec<String> {
         let txn = store.db.begin_read().unwrap();
@@ -471,12 +487,7 @@ mod tests {
             "{row}"
         );
         let bad = row.replace(&l.public_key.to_base64(), "not-a-key");
-        let txn = store.db.begin_write().unwrap();
-        txn.open_table(LEASES_ACTIVE)
-            .unwrap()
-            .insert(4, bad.as_bytes())
-            .unwrap();
-        txn.commit().unwrap();
+        put_raw(&store, LEASES_ACTIVE, 4, bad.as_bytes());
         let err = store.load().unwrap_err().to_string();
         assert!(
             err.contains("leases_active")
@@ -497,13 +508,8 @@ mod tests {
             let store = Store::open(&path).unwrap();
             let mut v1 = serde_json::to_value(&old).unwrap();
             v1["ended"] = serde_json::json!({"at": 50, "reason": "idle"});
-            let txn = store.db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert(KEY_SCHEMA, 1).unwrap();
-            txn.open_table(LEASES_ENDED)
-                .unwrap()
-                .insert(7, serde_json::to_vec(&v1).unwrap().as_slice())
-                .unwrap();
-            txn.commit().unwrap();
+            set_schema(&store, 1);
+            put_raw(&store, LEASES_ENDED, 7, &serde_json::to_vec(&v1).unwrap());
             assert!(raw_rows(&store, LEASES_ENDED)[0].contains(&secret));
         }
         let store = Store::open(&path).unwrap();
@@ -552,12 +558,7 @@ mod tests {
         let path = dir.path().join("s.redb");
         {
             let store = Store::open(&path).unwrap();
-            let txn = store.db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(KEY_SCHEMA, SCHEMA_VERSION + 1)
-                .unwrap();
-            txn.commit().unwrap();
+            set_schema(&store, SCHEMA_VERSION + 1);
         }
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
@@ -577,12 +578,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::open(&path).unwrap();
-        let txn = store.db.begin_write().unwrap();
-        txn.open_table(LEASES_ACTIVE)
-            .unwrap()
-            .insert(7, b"not json".as_slice())
-            .unwrap();
-        txn.commit().unwrap();
+        put_raw(&store, LEASES_ACTIVE, 7, b"not json");
         let err = store.load().unwrap_err().to_string();
         assert!(err.contains("leases_active") && err.contains('7'), "{err}");
     }
