@@ -401,15 +401,17 @@ mod tests {
         LeaseBook::restore(pools, Vec::new(), 1, 0).0
     }
 
+    /// A lease for client `n`, which must be granted.
+    fn take(b: &mut LeaseBook, target: Target<'_>, n: u8, now: UnixMillis) -> LeaseRecord {
+        b.allocate(target, client(n), &PrivateKey::generate(), now)
+            .unwrap()
+    }
+
     #[test]
     fn slots_start_after_the_server_address() {
         let mut b = book(vec![pool("10.8.0.0/24", 3, "h")]);
         let addrs: Vec<_> = (0..3)
-            .map(|i| {
-                b.allocate(Target::Any, client(i), &PrivateKey::generate(), 0)
-                    .unwrap()
-                    .address
-            })
+            .map(|i| take(&mut b, Target::Any, i, 0).address)
             .collect();
         assert_eq!(b.pools()[0].server_address(), Ipv4Addr::new(10, 8, 0, 1));
         assert_eq!(
@@ -433,14 +435,10 @@ mod tests {
             pool("10.8.0.0/24", 2, "a"),
             pool("10.9.0.0/24", 3, "b"),
         ]);
-        let first = b
-            .allocate(Target::Any, client(1), &PrivateKey::generate(), 0)
-            .unwrap();
+        let first = take(&mut b, Target::Any, 1, 0);
         assert_eq!(first.exit, "vpn:10.9.0.0/24");
         // now 2 free each: tie goes to the first configured
-        let second = b
-            .allocate(Target::Any, client(2), &PrivateKey::generate(), 0)
-            .unwrap();
+        let second = take(&mut b, Target::Any, 2, 0);
         assert_eq!(second.exit, "vpn:10.8.0.0/24");
     }
 
@@ -450,9 +448,7 @@ mod tests {
             pool("10.8.0.0/24", 1, "a"),
             pool("10.9.0.0/24", 5, "b"),
         ]);
-        let l = b
-            .allocate(Target::Host("a"), client(1), &PrivateKey::generate(), 0)
-            .unwrap();
+        let l = take(&mut b, Target::Host("a"), 1, 0);
         assert_eq!(l.exit, "vpn:10.8.0.0/24");
         assert_eq!(
             b.allocate(Target::Host("a"), client(1), &PrivateKey::generate(), 0)
@@ -470,17 +466,13 @@ mod tests {
     #[test]
     fn release_frees_the_slot_and_forgets_the_key() {
         let mut b = book(vec![pool("10.8.0.0/24", 1, "h")]);
-        let l = b
-            .allocate(Target::Any, client(1), &PrivateKey::generate(), 10)
-            .unwrap();
+        let l = take(&mut b, Target::Any, 1, 10);
         assert!(b.by_public_key(&l.public_key).is_some());
         let ended = b.end(l.id, 20, EndReason::Released, None).unwrap();
         assert_eq!(ended.ended.at, 20);
         assert!(b.by_public_key(&l.public_key).is_none());
         assert!(b.end(l.id, 30, EndReason::Released, None).is_none());
-        let again = b
-            .allocate(Target::Any, client(2), &PrivateKey::generate(), 40)
-            .unwrap();
+        let again = take(&mut b, Target::Any, 2, 40);
         assert_eq!(again.address, l.address);
         assert_ne!(again.id, l.id);
         assert_ne!(again.public_key, l.public_key);
@@ -490,12 +482,8 @@ mod tests {
     fn idle_counts_from_the_latest_activity() {
         let mut b = book(vec![pool("10.8.0.0/24", 3, "h")]);
         let idle = Duration::from_secs(600);
-        let a = b
-            .allocate(Target::Any, client(1), &PrivateKey::generate(), 0)
-            .unwrap();
-        let c = b
-            .allocate(Target::Any, client(2), &PrivateKey::generate(), 0)
-            .unwrap();
+        let a = take(&mut b, Target::Any, 1, 0);
+        let c = take(&mut b, Target::Any, 2, 0);
         assert!(b.note_handshake(&c.public_key, 500_000));
         assert!(b.idle_client_leases(599_999, idle).is_empty());
         assert_eq!(b.idle_client_leases(600_000, idle), vec![a.id]);
@@ -518,12 +506,8 @@ mod tests {
     fn restore_keeps_valid_leases_and_ends_orphans() {
         let mut b = book(vec![pool("10.8.0.0/24", 3, "h")]);
         let p = b.pools()[0].clone();
-        let l1 = b
-            .allocate(Target::Any, client(1), &PrivateKey::generate(), 0)
-            .unwrap();
-        let l2 = b
-            .allocate(Target::Any, client(2), &PrivateKey::generate(), 0)
-            .unwrap();
+        let l1 = take(&mut b, Target::Any, 1, 0);
+        let l2 = take(&mut b, Target::Any, 2, 0);
         let mut dup = l2.clone();
         dup.id = 99;
         dup.public_key = PrivateKey::generate().public_key();
@@ -557,8 +541,7 @@ mod tests {
             pool("10.9.0.0/24", 2, "b"),
         ]);
         for i in 0..3 {
-            b.allocate(Target::Any, client(i), &PrivateKey::generate(), 0)
-                .unwrap();
+            take(&mut b, Target::Any, i, 0);
         }
         let (all, leases) = b.usage(None).unwrap();
         assert_eq!(

@@ -183,14 +183,25 @@ impl Store {
             rows.push(self.decode::<_, EndedLease>("leases_ended", id, v.value())?);
         }
         for lease in &rows {
-            ended
-                .insert(lease.id, encode(lease).as_slice())
-                .map_err(|e| self.db_err(e))?;
-            by_time
-                .insert((lease.ended.at, lease.id), ())
-                .map_err(|e| self.db_err(e))?;
+            self.put_ended(&mut ended, &mut by_time, lease)?;
         }
         Ok(rows.len())
+    }
+
+    /// Writes one history row and its entry in the end-time index.
+    fn put_ended(
+        &self,
+        ended: &mut redb::Table<u64, &[u8]>,
+        by_time: &mut redb::Table<(u64, u64), ()>,
+        lease: &EndedLease,
+    ) -> Result<(), StoreError> {
+        ended
+            .insert(lease.id, encode(lease).as_slice())
+            .map_err(|e| self.db_err(e))?;
+        by_time
+            .insert((lease.ended.at, lease.id), ())
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
     }
 
     /// Reads the schema version recorded in the file.
@@ -309,12 +320,7 @@ impl Store {
                     }
                     StoreOp::EndLease(lease) => {
                         active.remove(lease.id).map_err(|e| self.db_err(e))?;
-                        ended
-                            .insert(lease.id, encode(lease).as_slice())
-                            .map_err(|e| self.db_err(e))?;
-                        by_time
-                            .insert((lease.ended.at, lease.id), ())
-                            .map_err(|e| self.db_err(e))?;
+                        self.put_ended(&mut ended, &mut by_time, lease)?;
                     }
                 }
             }

@@ -180,6 +180,13 @@ impl Fixture {
         self.client_on(&self.exit_id.clone(), self.exit_key, 0)
     }
 
+    /// A new lease on the fixture's exit whose client has completed its handshake.
+    pub fn connected_client(&mut self) -> Client {
+        let mut client = self.client();
+        self.connect(&mut client);
+        client
+    }
+
     /// A new lease on `exit_id` (whose public key is `exit_key`) in subnet `10.8.{net}.0/24`.
     pub fn client_on(&mut self, exit_id: &str, exit_key: PublicKey, net: u8) -> Client {
         self.next += 1;
