@@ -9,6 +9,10 @@
 //! Run: `cargo bench --bench lease_cycle` (env BENCH_SECONDS, BENCH_CLIENTS to vary).
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+#[path = "../tests/common/config.rs"]
+#[allow(dead_code)] // the benches use only part of the test builder
+mod test_config;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,6 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use test_config::TestConfig;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -29,10 +34,12 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 fn config(dir: &std::path::Path, keys: u32, subnet: &str) -> Config {
-    let mut c = Config::from_toml_str_only(&format!(
-        "[api]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 1024\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\nlisten_port = 0\n[[vpn.pool]]\nsubnet = \"{subnet}\"\nkeys = {keys}\n"
-    ))
-    .unwrap();
+    let toml = TestConfig::bare()
+        .set("api", "max_connections", "1024")
+        .wg_port(0)
+        .pool(subnet, keys)
+        .to_string();
+    let mut c = Config::from_toml_str_only(&toml).unwrap();
     c.store.path = dir.join("bench.redb");
     c
 }
@@ -181,7 +188,7 @@ async fn startup_with_many_leases(leases: u32) {
         for t in tasks {
             t.await.unwrap();
         }
-        assert_eq!(app.leases.read().active_count(), leases as usize);
+        assert_eq!(app.leases.active_count(), leases as usize);
         app.shutdown().await;
     }
     let mut best = Duration::MAX;
@@ -194,7 +201,7 @@ async fn startup_with_many_leases(leases: u32) {
         .await
         .unwrap();
         let ready = t.elapsed();
-        assert_eq!(app.leases.read().active_count(), leases as usize);
+        assert_eq!(app.leases.active_count(), leases as usize);
         best = best.min(ready);
         app.shutdown().await;
     }

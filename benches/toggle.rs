@@ -9,6 +9,10 @@
 //! Run: `cargo bench --bench toggle`.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+#[path = "../tests/common/config.rs"]
+#[allow(dead_code)] // the benches use only part of the test builder
+mod test_config;
+
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -21,6 +25,7 @@ use edgeward::modem::sim::{LineEnding, SimConfig, SimModem};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use test_config::TestConfig;
 
 const SCALE: f64 = 0.001;
 
@@ -97,14 +102,16 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let rtt = at_round_trip(dir.path(), if quick { 20 } else { 500 }).await;
 
-        let mut toml = String::from("[api]\nlisten = [\"127.0.0.1:0\"]\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\nlisten_port = 0\n[dongle]\nmax_parallel_toggles = 16\n");
+        let mut toml = TestConfig::bare()
+            .wg_port(0)
+            .set("dongle", "max_parallel_toggles", "16");
         let mut sims = Vec::new();
         for i in 0..16u32 {
             let path = dir.path().join(format!("tty{i}"));
             sims.push(SimModem::start(&path, sim_config(100 + u64::from(i))).unwrap());
-            toml.push_str(&format!("[[modem]]\nnumber = {}\nport = \"{}\"\nprofile = \"generic\"\nnetdev = \"wwan{i}\"\n", 100 + i, path.display()));
+            toml = toml.modem(100 + i, &path, "generic", &format!("wwan{i}"), &[]);
         }
-        let mut config = Config::from_toml_str_only(&toml).unwrap();
+        let mut config = Config::from_toml_str_only(&toml.to_string()).unwrap();
         config.store.path = dir.path().join("bench.redb");
         let app = App::start(config, AppOptions { modem_time_scale: SCALE, ..AppOptions::default() }).await.unwrap();
         let addr = app.http_addrs[0];

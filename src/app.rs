@@ -1,6 +1,9 @@
-//! Wiring: builds the running edgeward from a [`Config`] — store, lease service, sweeper,
-//! HTTP listeners — and takes it down again in order. `main` and the integration tests both
-//! start edgeward through [`App::start`], so tests run exactly what operators run.
+//! Wiring: builds the running edgeward from a [`Config`] — store and lease service, data
+//! plane, modems, sweeper, HTTP listeners — and takes it down again in order. The one place
+//! that knows every domain: it connects the lease service to the data plane (lease starts and
+//! ends become peers, data-plane activity becomes lease activity), so neither imports the
+//! other. `main` and the integration tests both start edgeward through [`App::start`], so
+//! tests run exactly what operators run.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,18 +15,21 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState, Listener};
-use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
-use crate::lease::{LeaseService, PoolSpec};
+use crate::clock::{Clock, SystemClock, UnixMillis};
+use crate::config::{ApiConfig, Config};
+use crate::keys::PublicKey;
+use crate::lease::{LeaseObserver, LeaseService, PoolSpec, Sweep};
 use crate::metrics::Metrics;
 use crate::modem::actor::{ModemSpec, Timing};
 use crate::modem::ladder::Limits;
 use crate::modem::profile::Profile;
 use crate::modem::service::ModemService;
-use crate::store::Store;
+use crate::store::{EndedLease, LeaseRecord, Store};
 use crate::wg::net;
 use crate::wg::plane::PlaneConfig;
-use crate::wg::server::{self, WgServer};
+use crate::wg::server::{
+    self, ActivitySink, ExitSpec, Peer, PeerFeed, PeerQueue, WgServer, WgSetup,
+};
 use crate::wg::tun::Tun;
 
 /// Knobs that are not configuration: what tests and benchmarks change.
@@ -75,83 +81,27 @@ impl App {
     pub async fn start(config: Config, options: AppOptions) -> anyhow::Result<Self> {
         let started = Instant::now();
         let config = Arc::new(config);
-        let store = Store::open(&config.store.path)?;
-        let specs: Vec<PoolSpec> = config
-            .vpn
-            .pools
-            .iter()
-            .map(|p| PoolSpec {
-                subnet: p.subnet,
-                keys: p.keys,
-                endpoint_host: config.pool_endpoint_host(p),
-            })
-            .collect();
+        // Everything that can fail on the configuration alone, before the host is touched.
+        let modem_specs = modem_specs(&config, options.modem_time_scale)?;
         let (feed, peer_queue) = server::peer_feed();
-        let leases = LeaseService::start(
-            store,
-            &specs,
-            Arc::clone(&options.clock),
-            Some(Arc::new(feed)),
-        )?;
-
-        let mut listeners = Vec::new();
-        let mut http_addrs = Vec::new();
-        let mut https_addrs = Vec::new();
-        for addr in &config.api.listen {
-            let tcp = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (api.listen)"))?;
-            http_addrs.push(tcp.local_addr()?);
-            listeners.push(Listener { tcp, tls: None });
-        }
-        if !config.api.tls_listen.is_empty() {
-            let (Some(cert), Some(key)) = (&config.api.tls_cert, &config.api.tls_key) else {
-                anyhow::bail!("api.tls_listen needs api.tls_cert and api.tls_key");
-            };
-            let acceptor = api::tls::acceptor(cert, key)?;
-            for addr in &config.api.tls_listen {
-                let tcp = TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (api.tls_listen)"))?;
-                https_addrs.push(tcp.local_addr()?);
-                listeners.push(Listener {
-                    tcp,
-                    tls: Some(acceptor.clone()),
-                });
-            }
-        }
+        let leases = start_leases(&config, &options, feed)?;
+        let bound = bind_listeners(&config.api).await?;
 
         let metrics = Arc::new(Metrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (tun, host_net) = data_plane_network(&config);
-        let plane_config = PlaneConfig {
-            allow_client_to_client: config.wireguard.allow_client_to_client,
-            ..PlaneConfig::default()
-        };
-        let socket = server::bind_udp(config.wireguard.listen_port, options.wg_port_fallback)?;
-        let wg = WgServer::start(
-            socket,
-            plane_config,
-            tun,
-            Arc::clone(&leases),
-            peer_queue,
-            Arc::clone(&options.clock),
-            shutdown_rx.clone(),
-        )
-        .await?;
-        let wg = Arc::new(wg);
+        let (wg, host_net) =
+            start_data_plane(&config, &options, &leases, peer_queue, shutdown_rx.clone()).await?;
         let modems = ModemService::start(
-            modem_specs(&config, options.modem_time_scale)?,
+            modem_specs,
             config.dongle.max_parallel_toggles,
             Arc::clone(&options.clock),
             shutdown_rx.clone(),
         );
-        let idle = config.vpn.idle_release.get();
-        let sweep_every = options.sweep_every.unwrap_or_else(|| {
-            (idle / 20).clamp(Duration::from_millis(100), Duration::from_secs(5))
-        });
-        let sweeper =
-            leases.spawn_sweeper(idle, sweep_every, Arc::clone(&metrics), shutdown_rx.clone());
+        let sweeper = leases.spawn_sweeper(
+            sweep_plan(&config, &options),
+            Arc::clone(&metrics),
+            shutdown_rx.clone(),
+        );
         let state = Arc::new(ApiState {
             config: Arc::clone(&config),
             leases: Arc::clone(&leases),
@@ -160,40 +110,24 @@ impl App {
             metrics: Arc::clone(&metrics),
             started,
         });
-        let server = tokio::spawn(api::serve(state, listeners, shutdown_rx));
+        let server = tokio::spawn(api::serve(state, bound.listeners, shutdown_rx));
 
-        let book = leases.read();
-        log::info!(
-            "edgeward {} ready in {} ms: {} pool(s), {} modem(s), {} active lease(s), store {}",
-            env!("CARGO_PKG_VERSION"),
-            started.elapsed().as_millis(),
-            book.pools().len(),
-            config.modems.len(),
-            book.active_count(),
-            config.store.path.display()
+        log_ready(
+            &config,
+            &leases,
+            &wg,
+            &bound.http_addrs,
+            &bound.https_addrs,
+            started,
         );
-        drop(book);
-        for a in &http_addrs {
-            log::info!("listening on http://{a}");
-        }
-        for a in &https_addrs {
-            log::info!("listening on https://{a}");
-        }
-        log::info!("WireGuard listening on UDP {}", wg.local_addr);
-        if !wg.carries_traffic {
-            log::warn!(
-                "HANDSHAKE-ONLY MODE: no TUN device ({}); clients can connect but no traffic is carried",
-                if config.wireguard.tun.is_empty() { "wireguard.tun is empty".to_owned() } else { format!("could not create {}", config.wireguard.tun) }
-            );
-        }
         Ok(Self {
             leases,
             wg,
             host_net,
             modems,
             metrics,
-            http_addrs,
-            https_addrs,
+            http_addrs: bound.http_addrs,
+            https_addrs: bound.https_addrs,
             shutdown,
             server,
             sweeper,
@@ -220,6 +154,187 @@ impl App {
         let leases = self.leases;
         let _ = tokio::task::spawn_blocking(move || leases.shutdown()).await;
         log::info!("edgeward stopped");
+    }
+}
+
+/// Lease starts and ends become data-plane peers.
+struct LeasePeers(PeerFeed);
+
+impl LeaseObserver for LeasePeers {
+    fn lease_started(&self, lease: &LeaseRecord) {
+        self.0.add(Peer {
+            exit: lease.exit.clone(),
+            key: lease.public_key,
+            address: lease.address,
+            tag: lease.id,
+        });
+    }
+
+    fn lease_ended(&self, lease: &EndedLease) {
+        self.0.remove(lease.public_key);
+    }
+}
+
+/// Data-plane activity (handshakes, received traffic) becomes lease activity.
+struct LeaseActivity(Arc<LeaseService>);
+
+impl ActivitySink for LeaseActivity {
+    fn handshake(&self, peer: &PublicKey, at: UnixMillis) {
+        self.0.note_handshake(peer, at);
+    }
+
+    fn traffic(&self, peer: &PublicKey, at: UnixMillis, rx_bytes: u64, tx_bytes: u64) {
+        self.0.note_traffic(peer, at, rx_bytes, tx_bytes);
+    }
+}
+
+/// The store and the lease service on it, feeding its leases to the data plane's queue.
+fn start_leases(
+    config: &Config,
+    options: &AppOptions,
+    feed: PeerFeed,
+) -> anyhow::Result<Arc<LeaseService>> {
+    let store = Store::open(&config.store.path)?;
+    let specs: Vec<PoolSpec> = config
+        .vpn
+        .pools
+        .iter()
+        .map(|p| PoolSpec {
+            subnet: p.subnet,
+            keys: p.keys,
+            endpoint_host: config.pool_endpoint_host(p),
+        })
+        .collect();
+    Ok(LeaseService::start(
+        store,
+        &specs,
+        config.store.history_retention.get(),
+        Arc::clone(&options.clock),
+        Some(Arc::new(LeasePeers(feed))),
+    )?)
+}
+
+/// The HTTP API's sockets, bound (port 0 resolved).
+struct BoundListeners {
+    listeners: Vec<Listener>,
+    http_addrs: Vec<SocketAddr>,
+    https_addrs: Vec<SocketAddr>,
+}
+
+/// Binds `api.listen` and, with a certificate, `api.tls_listen`.
+async fn bind_listeners(api: &ApiConfig) -> anyhow::Result<BoundListeners> {
+    let mut bound = BoundListeners {
+        listeners: Vec::new(),
+        http_addrs: Vec::new(),
+        https_addrs: Vec::new(),
+    };
+    for addr in &api.listen {
+        let tcp = bind_tcp(addr, "api.listen").await?;
+        bound.http_addrs.push(tcp.local_addr()?);
+        bound.listeners.push(Listener { tcp, tls: None });
+    }
+    if api.tls_listen.is_empty() {
+        return Ok(bound);
+    }
+    let (Some(cert), Some(key)) = (&api.tls_cert, &api.tls_key) else {
+        anyhow::bail!("api.tls_listen needs api.tls_cert and api.tls_key");
+    };
+    let acceptor = api::tls::acceptor(cert, key)?;
+    for addr in &api.tls_listen {
+        let tcp = bind_tcp(addr, "api.tls_listen").await?;
+        bound.https_addrs.push(tcp.local_addr()?);
+        bound.listeners.push(Listener {
+            tcp,
+            tls: Some(acceptor.clone()),
+        });
+    }
+    Ok(bound)
+}
+
+async fn bind_tcp(addr: &SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({key})"))
+}
+
+/// The WireGuard port, the host's network (TUN, forwarding, NAT) and the data plane on them,
+/// with the lease pools as exits.
+async fn start_data_plane(
+    config: &Config,
+    options: &AppOptions,
+    leases: &Arc<LeaseService>,
+    peers: PeerQueue,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<WgServer>, Option<HostChanges>)> {
+    let socket = server::bind_udp(config.wireguard.listen_port, options.wg_port_fallback)?;
+    let (tun, host_net) = data_plane_network(config);
+    let setup = WgSetup {
+        plane: PlaneConfig {
+            allow_client_to_client: config.wireguard.allow_client_to_client,
+            ..PlaneConfig::default()
+        },
+        exits: leases
+            .exit_identities()
+            .into_iter()
+            .map(|e| ExitSpec {
+                id: e.exit_id,
+                key: e.key,
+            })
+            .collect(),
+        peers,
+        activity: Arc::new(LeaseActivity(Arc::clone(leases))),
+        clock: Arc::clone(&options.clock),
+    };
+    let wg = WgServer::start(socket, tun, setup, shutdown).await?;
+    Ok((Arc::new(wg), host_net))
+}
+
+/// Idle release and history retention from the configuration; the sweeper runs every
+/// twentieth of `idle_release` (100 ms to 5 s) unless the options say otherwise.
+fn sweep_plan(config: &Config, options: &AppOptions) -> Sweep {
+    let idle_after = config.vpn.idle_release.get();
+    Sweep {
+        idle_after,
+        history_retention: config.store.history_retention.get(),
+        every: options.sweep_every.unwrap_or_else(|| {
+            (idle_after / 20).clamp(Duration::from_millis(100), Duration::from_secs(5))
+        }),
+    }
+}
+
+fn log_ready(
+    config: &Config,
+    leases: &LeaseService,
+    wg: &WgServer,
+    http_addrs: &[SocketAddr],
+    https_addrs: &[SocketAddr],
+    started: Instant,
+) {
+    log::info!(
+        "edgeward {} ready in {} ms: {} pool(s), {} modem(s), {} active lease(s), store {}",
+        env!("CARGO_PKG_VERSION"),
+        started.elapsed().as_millis(),
+        leases.pool_usage().len(),
+        config.modems.len(),
+        leases.active_count(),
+        config.store.path.display()
+    );
+    for a in http_addrs {
+        log::info!("listening on http://{a}");
+    }
+    for a in https_addrs {
+        log::info!("listening on https://{a}");
+    }
+    log::info!("WireGuard listening on UDP {}", wg.local_addr);
+    if !wg.carries_traffic {
+        log::warn!(
+            "HANDSHAKE-ONLY MODE: no TUN device ({}); clients can connect but no traffic is carried",
+            if config.wireguard.tun.is_empty() {
+                "wireguard.tun is empty".to_owned()
+            } else {
+                format!("could not create {}", config.wireguard.tun)
+            }
+        );
     }
 }
 
@@ -273,7 +388,7 @@ fn data_plane_network(config: &Config) -> (Option<Tun>, Option<HostChanges>) {
         .iter()
         .map(|p| {
             (
-                crate::lease::book::server_address(p.subnet),
+                crate::lease::server_address(p.subnet),
                 p.subnet.prefix_len(),
             )
         })

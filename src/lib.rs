@@ -1,7 +1,10 @@
 //! edgeward: a VPN/dongle host appliance in one binary.
 //!
 //! See `README.md` for the operator's view and `DESIGN.md` (shared) for how the pieces fit.
-//! Each module owns one domain; `app` wires them together and `main` only parses the CLI.
+//! Each module owns one domain, in layers that only import downwards (README, "How it is
+//! built"): `clock`, `keys`, `metrics` at the bottom; `store` on them; the domains `lease`,
+//! `wg` and `modem`, which never import each other; `config` (which checks modem profiles);
+//! `api` and `demo`; `app` wires everything together and `main` only parses the CLI.
 
 pub mod api;
 pub mod app;
@@ -9,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod duration;
+pub mod keys;
 pub mod lease;
 pub mod metrics;
 pub mod modem;

@@ -1,36 +1,73 @@
 //! Process-wide counters, rendered in the Prometheus text format at `/metrics`.
 //!
-//! Counters only count; gauges (active leases, pool sizes) are read from their owners when
-//! the page is rendered, so there is no second copy of state to drift.
+//! The bottom layer: it depends on nothing else in the crate. Counters only count (callers
+//! pass plain labels and numbers); gauges (pool sizes, data-plane numbers) are handed in by the
+//! caller as plain snapshots ([`PoolGauge`], [`DataPlaneGauge`]) when the page is rendered, so
+//! there is no second copy of state to drift.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 
-use crate::api::error::Family;
-use crate::lease::LeaseBook;
-use crate::wg::server::WgView;
+/// Status classes 1xx..5xx.
+const CLASSES: usize = 5;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    http: [[AtomicU64; 5]; 5],
+    /// Requests by API family label (in first-seen order) and status class.
+    http: RwLock<Vec<(&'static str, [AtomicU64; CLASSES])>>,
     allocations: AtomicU64,
     releases: AtomicU64,
     expirations: AtomicU64,
 }
 
-const FAMILIES: [(Family, &str); 5] = [
-    (Family::Vpn, "vpn"),
-    (Family::Dongle, "dongle"),
-    (Family::Account, "account"),
-    (Family::Operations, "operations"),
-    (Family::Public, "public"),
-];
+/// One VPN pool's slots, as its owner reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolGauge {
+    /// The pool's subnet (the `pool` label).
+    pub pool: String,
+    /// Its public host (the `host` label).
+    pub host: String,
+    pub slots: usize,
+    pub in_use: usize,
+}
+
+/// The data plane's numbers, as its owner reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataPlaneGauge {
+    pub handshakes: u64,
+    pub cookie_replies: u64,
+    pub peers: u64,
+    pub sessions: u64,
+    pub udp_bytes_in: u64,
+    pub udp_bytes_out: u64,
+    pub tun_bytes_in: u64,
+    pub tun_bytes_out: u64,
+    /// Drops by reason label.
+    pub drops: Vec<(&'static str, u64)>,
+}
 
 impl Metrics {
-    pub fn count_request(&self, family: Family, status: u16) {
-        let f = FAMILIES.iter().position(|(x, _)| *x == family).unwrap_or(4);
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.http[f][class].fetch_add(1, Ordering::Relaxed);
+    /// Counts one answered request of API family `family` (a label such as `"vpn"`).
+    pub fn count_request(&self, family: &'static str, status: u16) {
+        let class = usize::from(status / 100).clamp(1, CLASSES) - 1;
+        {
+            let http = self.http.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, counts)) = http.iter().find(|(f, _)| *f == family) {
+                counts[class].fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut http = self.http.write().unwrap_or_else(|e| e.into_inner());
+        // Another request may have added the family in between.
+        let at = match http.iter().position(|(f, _)| *f == family) {
+            Some(at) => at,
+            None => {
+                http.push((family, Default::default()));
+                http.len() - 1
+            }
+        };
+        http[at].1[class].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_allocation(&self) {
@@ -45,14 +82,18 @@ impl Metrics {
         self.expirations.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The Prometheus text page.
-    pub fn render(&self, book: &LeaseBook, uptime_seconds: u64) -> String {
+    /// The Prometheus text page: request and lease counters, the pools' gauges, uptime.
+    pub fn render(&self, pools: &[PoolGauge], uptime_seconds: u64) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP edgeward_http_requests_total HTTP requests answered, by API family and status class.");
-        let _ = writeln!(out, "# TYPE edgeward_http_requests_total counter");
-        for (f, (_, name)) in FAMILIES.iter().enumerate() {
-            for class in 0..5 {
-                let n = self.http[f][class].load(Ordering::Relaxed);
+        header(
+            &mut out,
+            "edgeward_http_requests_total",
+            "HTTP requests answered, by API family and status class.",
+            "counter",
+        );
+        for (name, counts) in self.http.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            for (class, n) in counts.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
                 if n > 0 {
                     let _ = writeln!(
                         out,
@@ -79,103 +120,185 @@ impl Metrics {
                 &self.expirations,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
+            sample(
+                &mut out,
+                name,
+                help,
+                "counter",
+                value.load(Ordering::Relaxed),
             );
         }
-        let _ = writeln!(out, "# HELP edgeward_pool_slots Client slots per VPN pool.\n# TYPE edgeward_pool_slots gauge");
-        for p in book.pools() {
-            let _ = writeln!(
-                out,
-                "edgeward_pool_slots{{pool=\"{}\",host=\"{}\"}} {}",
-                p.subnet,
-                p.endpoint_host,
-                p.total()
-            );
-        }
-        let _ = writeln!(out, "# HELP edgeward_pool_slots_in_use Client slots held by a lease.\n# TYPE edgeward_pool_slots_in_use gauge");
-        for p in book.pools() {
-            let _ = writeln!(
-                out,
-                "edgeward_pool_slots_in_use{{pool=\"{}\",host=\"{}\"}} {}",
-                p.subnet,
-                p.endpoint_host,
-                p.in_use()
-            );
-        }
-        let _ = writeln!(out, "# HELP edgeward_uptime_seconds Seconds since start.\n# TYPE edgeward_uptime_seconds gauge\nedgeward_uptime_seconds {uptime_seconds}");
+        pool_gauge(
+            &mut out,
+            "edgeward_pool_slots",
+            "Client slots per VPN pool.",
+            pools,
+            |p| p.slots,
+        );
+        pool_gauge(
+            &mut out,
+            "edgeward_pool_slots_in_use",
+            "Client slots held by a lease.",
+            pools,
+            |p| p.in_use,
+        );
+        sample(
+            &mut out,
+            "edgeward_uptime_seconds",
+            "Seconds since start.",
+            "gauge",
+            uptime_seconds,
+        );
         out
     }
 
     /// The data plane's counters (handshakes, sessions, bytes, drops by reason).
-    pub fn render_wg(view: &WgView) -> String {
-        let m = &view.metrics;
+    pub fn render_data_plane(plane: &DataPlaneGauge) -> String {
         let mut out = String::new();
         for (name, help, kind, value) in [
             (
                 "edgeward_wg_handshakes_total",
                 "WireGuard handshakes that made a new session.",
                 "counter",
-                m.handshakes_completed,
+                plane.handshakes,
             ),
             (
                 "edgeward_wg_cookie_replies_total",
                 "Cookie replies sent under handshake load.",
                 "counter",
-                m.cookie_replies_sent,
+                plane.cookie_replies,
             ),
             (
                 "edgeward_wg_peers",
                 "Peers (active leases) in the data plane.",
                 "gauge",
-                view.peers as u64,
+                plane.peers,
             ),
             (
                 "edgeward_wg_sessions",
                 "Peers with a live session.",
                 "gauge",
-                view.active_sessions as u64,
+                plane.sessions,
             ),
             (
                 "edgeward_wg_udp_bytes_in_total",
                 "Bytes received on the WireGuard port.",
                 "counter",
-                m.udp_bytes_in,
+                plane.udp_bytes_in,
             ),
             (
                 "edgeward_wg_udp_bytes_out_total",
                 "Bytes sent from the WireGuard port.",
                 "counter",
-                m.udp_bytes_out,
+                plane.udp_bytes_out,
             ),
             (
                 "edgeward_wg_tun_bytes_in_total",
                 "Bytes read from the TUN device.",
                 "counter",
-                m.tun_bytes_in,
+                plane.tun_bytes_in,
             ),
             (
                 "edgeward_wg_tun_bytes_out_total",
                 "Bytes written to the TUN device.",
                 "counter",
-                m.tun_bytes_out,
+                plane.tun_bytes_out,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            sample(&mut out, name, help, kind, value);
         }
-        let _ = writeln!(out, "# HELP edgeward_wg_dropped_total Datagrams and packets dropped, by reason.\n# TYPE edgeward_wg_dropped_total counter");
-        for (reason, n) in m.drops() {
-            let _ = writeln!(
-                out,
-                "edgeward_wg_dropped_total{{reason=\"{}\"}} {n}",
-                reason.as_str()
-            );
+        header(
+            &mut out,
+            "edgeward_wg_dropped_total",
+            "Datagrams and packets dropped, by reason.",
+            "counter",
+        );
+        for (reason, n) in &plane.drops {
+            let _ = writeln!(out, "edgeward_wg_dropped_total{{reason=\"{reason}\"}} {n}");
         }
         out
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A metric with one unlabelled sample.
+fn sample(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    header(out, name, help, kind);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A gauge with one sample per pool, labelled by pool and host.
+fn pool_gauge(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    pools: &[PoolGauge],
+    value: impl Fn(&PoolGauge) -> usize,
+) {
+    header(out, name, help, "gauge");
+    for p in pools {
+        let _ = writeln!(
+            out,
+            "{name}{{pool=\"{}\",host=\"{}\"}} {}",
+            p.pool,
+            p.host,
+            value(p)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_family_label_and_class() {
+        let m = Metrics::default();
+        m.count_request("vpn", 200);
+        m.count_request("vpn", 204);
+        m.count_request("dongle", 503);
+        m.count_request("vpn", 999);
+        let page = m.render(&[], 7);
+        assert!(
+            page.contains("edgeward_http_requests_total{family=\"vpn\",code=\"2xx\"} 2"),
+            "{page}"
+        );
+        assert!(page.contains("{family=\"vpn\",code=\"5xx\"} 1"), "{page}");
+        assert!(
+            page.contains("{family=\"dongle\",code=\"5xx\"} 1"),
+            "{page}"
+        );
+        assert!(page.contains("edgeward_uptime_seconds 7"), "{page}");
+    }
+
+    #[test]
+    fn pools_and_the_data_plane_render_from_what_the_caller_hands_in() {
+        let m = Metrics::default();
+        let pools = [PoolGauge {
+            pool: "10.8.0.0/24".into(),
+            host: "h".into(),
+            slots: 10,
+            in_use: 3,
+        }];
+        let page = m.render(&pools, 0);
+        assert!(page.contains("edgeward_pool_slots{pool=\"10.8.0.0/24\",host=\"h\"} 10"));
+        assert!(page.contains("edgeward_pool_slots_in_use{pool=\"10.8.0.0/24\",host=\"h\"} 3"));
+        let wg = Metrics::render_data_plane(&DataPlaneGauge {
+            handshakes: 4,
+            drops: vec![("replay", 2)],
+            ..DataPlaneGauge::default()
+        });
+        assert!(wg.contains("edgeward_wg_handshakes_total 4"), "{wg}");
+        assert!(
+            wg.contains("edgeward_wg_dropped_total{reason=\"replay\"} 2"),
+            "{wg}"
+        );
+        assert!(
+            wg.contains("# TYPE edgeward_wg_peers gauge\nedgeward_wg_peers 0"),
+            "{wg}"
+        );
     }
 }

@@ -1,5 +1,4 @@
 //! The seed clients' own flows (`../shared/acceptance/`) against the real binary's demo.
-#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -22,17 +21,19 @@ fn acceptance_dir() -> PathBuf {
 
 async fn with_demo(f: impl FnOnce(String)) {
     let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}")
+        .parse()
+        .expect("a valid address");
     let mut child = Command::new(edgeward_bin())
         .args(["demo", "--listen", &addr.to_string()])
         .env("EDGEWARD_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .unwrap();
+        .expect("start a process");
     wait_until_serving(addr, Duration::from_secs(10)).await;
     f(format!("http://{addr}"));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill().expect("kill a process");
+    child.wait().expect("wait for a process");
 }
 
 fn run_flow(program: &str, script: &str, base: &str) {

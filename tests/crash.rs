@@ -1,6 +1,5 @@
 //! `kill -9` in the middle of allocation load loses nothing acknowledged and never leaves a
 //! slot held twice. Runs the real binary on a real store file.
-#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -10,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{edgeward_bin, free_port, request, try_request, wait_until_serving};
+use common::{edgeward_bin, free_port, request, try_request, wait_until_serving, TestConfig};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
@@ -22,7 +21,7 @@ fn spawn(config: &std::path::Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap()
+        .expect("start a process")
 }
 
 async fn release(addr: SocketAddr, key: &str) -> StatusCode {
@@ -52,15 +51,12 @@ async fn kill_9_during_allocation_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let config = dir.path().join("edgeward.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[api]\nlisten = [\"{addr}\"]\n[store]\npath = \"{}\"\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\nlisten_port = 0\n[[vpn.pool]]\nsubnet = \"10.8.0.0/24\"\nkeys = 250\n",
-            dir.path().join("edgeward.redb").display()
-        ),
-    )
-    .unwrap();
+    let config = TestConfig::bare()
+        .listen(addr)
+        .store(&dir.path().join("edgeward.redb"))
+        .wg_port(0)
+        .pool("10.8.0.0/24", 250)
+        .write(dir.path());
     let mut child = spawn(&config);
     wait_until_serving(addr, Duration::from_secs(10)).await;
 

@@ -3,13 +3,12 @@
 //! get their answers, `X-Forwarded-For` cannot pick the client's address, the connection
 //! limit answers at once, and odd spellings of numbers, keys and hosts are not taken as the
 //! real thing.
-#![allow(clippy::unwrap_used)]
-
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{request, TestServer, BASE_TOML};
+use common::config::{text, TestConfig};
+use common::{request, TestServer};
 use edgeward::api::error::Family;
 use edgeward::api::routes::{Access, ROUTES};
 use hyper::{Method, StatusCode};
@@ -18,20 +17,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A config whose agent APIs are open only to 192.0.2.0/24 behind a proxy on loopback.
-fn proxied_toml(extra: &str) -> String {
-    BASE_TOML.replace(
-        "[api]\n",
-        &format!(
-            "[api]\ntrusted_proxies = [\"127.0.0.1/32\"]\nagent_allow = [\"192.0.2.0/24\"]\n{extra}"
-        ),
-    )
+fn proxied() -> TestConfig {
+    TestConfig::new()
+        .set("api", "trusted_proxies", r#"["127.0.0.1/32"]"#)
+        .set("api", "agent_allow", r#"["192.0.2.0/24"]"#)
 }
 
 /// The envelope shape of each family: which keys an error body has.
 fn assert_envelope(family: Family, body: &Value, what: &str) {
     let keys: Vec<&str> = body
         .as_object()
-        .unwrap()
+        .expect("an error body is a JSON object")
         .keys()
         .map(String::as_str)
         .collect();
@@ -52,7 +48,7 @@ fn concrete(pattern: &str) -> String {
 /// route's envelope, and a caller outside the route's access class is refused in it.
 #[tokio::test]
 async fn every_route_answers_in_its_family_and_enforces_its_access() {
-    let server = TestServer::start(&proxied_toml("")).await;
+    let server = TestServer::start(&proxied().to_string()).await;
     for route in ROUTES {
         let path = concrete(route.pattern);
         let unused = ["PUT", "DELETE", "PATCH", "POST", "GET"]
@@ -99,7 +95,7 @@ async fn every_route_answers_in_its_family_and_enforces_its_access() {
 
 #[tokio::test]
 async fn unknown_paths_are_404_in_their_prefixs_family() {
-    let server = TestServer::start(BASE_TOML).await;
+    let server = TestServer::start(&TestConfig::new().to_string()).await;
     let r = server.get("/vpn_api/nope").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_envelope(Family::Vpn, &r.json(), "/vpn_api/nope");
@@ -117,10 +113,10 @@ async fn unknown_paths_are_404_in_their_prefixs_family() {
 /// never to a client that came through a proxy; yes to the box itself and `admin_allow`.
 #[tokio::test]
 async fn modem_identities_are_an_operator_view() {
-    let toml = BASE_TOML.replace(
-        "[api]\n",
-        "[api]\nagent_token = \"agent-secret\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
-    );
+    let toml = TestConfig::new()
+        .set("api", "agent_token", text("agent-secret"))
+        .set("api", "trusted_proxies", r#"["127.0.0.1/32"]"#)
+        .to_string();
     let server = TestServer::start(&toml).await;
     let token = [("authorization", "Bearer agent-secret")];
     let via_proxy = [
@@ -129,16 +125,18 @@ async fn modem_identities_are_an_operator_view() {
     ];
     let direct = request(server.addr, Method::GET, "/api/modems", &token, None).await;
     assert_eq!(direct.status, StatusCode::OK, "the box itself");
-    let proxied = request(server.addr, Method::GET, "/api/modems", &via_proxy, None).await;
-    assert_eq!(proxied.status, StatusCode::FORBIDDEN);
-    assert_eq!(proxied.json()["success"], false);
-    assert!(proxied.json()["message"]
+    let through_proxy = request(server.addr, Method::GET, "/api/modems", &via_proxy, None).await;
+    assert_eq!(through_proxy.status, StatusCode::FORBIDDEN);
+    assert_eq!(through_proxy.json()["success"], false);
+    assert!(through_proxy.json()["message"]
         .as_str()
         .unwrap()
         .contains("admin_allow"));
     server.stop().await;
 
-    let toml = proxied_toml("admin_allow = [\"192.0.2.0/28\"]\n");
+    let toml = proxied()
+        .set("api", "admin_allow", r#"["192.0.2.0/28"]"#)
+        .to_string();
     let server = TestServer::start(&toml).await;
     let admin = [("x-forwarded-for", "192.0.2.3")];
     let agent = [("x-forwarded-for", "192.0.2.99")];
@@ -151,20 +149,22 @@ async fn modem_identities_are_an_operator_view() {
 
 /// Sends `raw`, shuts down the write side, reads until the server closes.
 async fn half_closed(addr: std::net::SocketAddr, raw: &str) -> String {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(raw.as_bytes()).await.unwrap();
-    tcp.shutdown().await.unwrap();
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(raw.as_bytes())
+        .await
+        .expect("send the request");
+    tcp.shutdown().await.expect("shut down the write side");
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
         .await
         .expect("no answer within 5 s")
-        .unwrap();
+        .expect("read the answer");
     String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]
 async fn half_closed_clients_get_their_answers() {
-    let server = TestServer::start(BASE_TOML).await;
+    let server = TestServer::start(&TestConfig::new().to_string()).await;
     let mut answered = 0;
     for _ in 0..10 {
         let a = half_closed(
@@ -194,7 +194,7 @@ async fn half_closed_clients_get_their_answers() {
 
 #[tokio::test]
 async fn forwarded_for_cannot_pick_the_clients_address() {
-    let server = TestServer::start(&proxied_toml("")).await;
+    let server = TestServer::start(&proxied().to_string()).await;
     // The client writes an allowed address itself; the proxy appends the real one.
     let forged = [("x-forwarded-for", "192.0.2.1, 198.51.100.7")];
     let r = request(server.addr, Method::GET, "/vpn_api/allocate", &forged, None).await;
@@ -230,12 +230,16 @@ async fn forwarded_for_cannot_pick_the_clients_address() {
 async fn in_use(server: &TestServer) -> u64 {
     let agent = [("x-forwarded-for", "192.0.2.1")];
     let r = request(server.addr, Method::GET, "/vpn_api/status", &agent, None).await;
-    r.json()["statistics"]["keys_in_use"].as_u64().unwrap()
+    r.json()["statistics"]["keys_in_use"]
+        .as_u64()
+        .expect("keys_in_use is a number")
 }
 
 #[tokio::test]
 async fn over_the_connection_limit_clients_are_answered_at_once() {
-    let toml = BASE_TOML.replace("[api]\n", "[api]\nmax_connections = 8\n");
+    let toml = TestConfig::new()
+        .set("api", "max_connections", "8")
+        .to_string();
     let server = TestServer::start(&toml).await;
     // Eight clients connect and say nothing.
     let mut idle = Vec::new();
@@ -272,7 +276,7 @@ async fn over_the_connection_limit_clients_are_answered_at_once() {
 
 #[tokio::test]
 async fn dongle_numbers_are_written_plainly() {
-    let server = TestServer::start(BASE_TOML).await;
+    let server = TestServer::start(&TestConfig::new().to_string()).await;
     for path in [
         "/toggle/+17",
         "/toggle/017",
@@ -294,7 +298,7 @@ async fn dongle_numbers_are_written_plainly() {
 
 #[tokio::test]
 async fn release_bodies_must_be_an_object_with_the_key_as_allocate_wrote_it() {
-    let server = TestServer::start(BASE_TOML).await;
+    let server = TestServer::start(&TestConfig::new().to_string()).await;
     let lease = server.get("/vpn_api/allocate").await.json();
     let key = lease["public_key"].as_str().unwrap();
     for body in [
@@ -319,10 +323,10 @@ async fn release_bodies_must_be_an_object_with_the_key_as_allocate_wrote_it() {
 
 #[tokio::test]
 async fn hosts_compare_as_addresses() {
-    let toml = BASE_TOML.replace(
-        "keys = 10\n",
-        "keys = 10\nendpoint_host = \"2001:db8::1\"\n\n[[vpn.pool]]\nsubnet = \"10.9.0.0/24\"\nkeys = 2\nendpoint_host = \"VPN.Example.net\"\n",
-    );
+    let toml = TestConfig::bare()
+        .pool_on("10.8.0.0/24", 10, "2001:db8::1")
+        .pool_on("10.9.0.0/24", 2, "VPN.Example.net")
+        .to_string();
     let server = TestServer::start(&toml).await;
     for (given, want) in [
         ("2001:DB8::1", "2001:db8::1"),

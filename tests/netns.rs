@@ -10,13 +10,16 @@
 //!
 //! Needs root (namespaces, TUN, nftables); fails with a clear message without it. Every
 //! namespace and process it makes is removed by name or PID when the test ends.
-#![allow(clippy::unwrap_used)]
 
+mod common;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{text, TestConfig};
 use serde_json::Value;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -35,14 +38,17 @@ fn require_root() {
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
             .status()
-            .unwrap()
+            .expect("run a command")
             .success();
         assert!(found, "{tool} is missing (tests/run.sh installs it)");
     }
 }
 
 fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run a command");
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -146,7 +152,7 @@ impl Topology {
                     ],
                 )
                 .status()
-                .unwrap()
+                .expect("run a command")
                 .success()
             },
         );
@@ -159,7 +165,10 @@ impl Topology {
         if let Some(b) = body {
             args.extend(["-H", "Content-Type: application/json", "-d", b]);
         }
-        let out = self.exec(&self.boxns, &args).output().unwrap();
+        let out = self
+            .exec(&self.boxns, &args)
+            .output()
+            .expect("run a command");
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "{path}: not JSON ({e}): {}",
@@ -180,7 +189,7 @@ impl Topology {
         let out = self
             .exec(&self.client, &["curl", "-s", "--max-time", &t, &url])
             .output()
-            .unwrap();
+            .expect("run a command");
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -202,7 +211,7 @@ impl Proc {
     /// SIGTERM, then wait: the clean stop operators get from systemd or procd.
     fn stop(mut self) {
         run(&["kill", "-TERM", &self.0.id().to_string()]);
-        let status = self.0.wait().unwrap();
+        let status = self.0.wait().expect("wait for a process");
         assert!(
             status.success(),
             "edgeward exited with {status} after SIGTERM"
@@ -219,20 +228,25 @@ impl Drop for Proc {
 
 fn echo_server(t: &Topology) -> Proc {
     let script = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = self.client_address[0].encode()\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    def log_message(self, *a): pass\nhttp.server.HTTPServer(('0.0.0.0', 8000), H).serve_forever()\n";
-    Proc(t.exec(&t.inet, &["python3", "-c", script]).spawn().unwrap())
+    Proc(
+        t.exec(&t.inet, &["python3", "-c", script])
+            .spawn()
+            .expect("start a process"),
+    )
 }
 
 fn write_config(dir: &Path, idle: &str) -> PathBuf {
-    let path = dir.join("edgeward.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[api]\nlisten = [\"127.0.0.1:8080\"]\n[store]\npath = \"{}\"\n[wireguard]\nlisten_port = 51820\nendpoint_host = \"198.51.100.1\"\ntun = \"ew0\"\ndns = []\n[vpn]\nidle_release = \"{idle}\"\n[[vpn.pool]]\nsubnet = \"10.8.0.0/24\"\nkeys = 4\n[[vpn.pool]]\nsubnet = \"10.9.0.0/24\"\nkeys = 4\nendpoint_host = \"198.51.100.1\"\n",
-            dir.join("store.redb").display()
-        ),
-    )
-    .unwrap();
-    path
+    TestConfig::bare()
+        .listen(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        .store(&dir.join("store.redb"))
+        .wg_port(51820)
+        .set("wireguard", "endpoint_host", text("198.51.100.1"))
+        .set("wireguard", "tun", text("ew0"))
+        .set("wireguard", "dns", "[]")
+        .set("vpn", "idle_release", text(idle))
+        .pool("10.8.0.0/24", 4)
+        .pool_on("10.9.0.0/24", 4, "198.51.100.1")
+        .write(dir)
 }
 
 fn start_edgeward(t: &Topology, config: &Path) -> Proc {
@@ -244,12 +258,12 @@ fn start_edgeward(t: &Topology, config: &Path) -> Proc {
                 env!("CARGO_BIN_EXE_edgeward"),
                 "serve",
                 "--config",
-                config.to_str().unwrap(),
+                config.to_str().expect("a UTF-8 path"),
             ],
         )
         .env("EDGEWARD_LOG", "warn")
         .spawn()
-        .unwrap(),
+        .expect("start a process"),
     );
     t.wait_for_api();
     child
@@ -271,7 +285,7 @@ impl WgClient {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .unwrap(),
+                .expect("start a process"),
         );
         let deadline = Instant::now() + Duration::from_secs(5);
         while !Path::new(&format!("/var/run/wireguard/{name}.sock")).exists() {
@@ -280,14 +294,16 @@ impl WgClient {
         }
         let conf: String = lease["config"]
             .as_str()
-            .unwrap()
+            .expect("a string field in the answer")
             .lines()
             .filter(|l| !l.starts_with("Address = ") && !l.starts_with("DNS = "))
             .map(|l| format!("{l}\n"))
             .collect();
         let conf_path = dir.join(format!("{name}.conf"));
-        std::fs::write(&conf_path, conf).unwrap();
-        let ip = lease["internal_ip"].as_str().unwrap();
+        std::fs::write(&conf_path, conf).expect("write a test file");
+        let ip = lease["internal_ip"]
+            .as_str()
+            .expect("a string field in the answer");
         run(&[
             "ip",
             "netns",
@@ -296,7 +312,7 @@ impl WgClient {
             "wg",
             "setconf",
             &name,
-            conf_path.to_str().unwrap(),
+            conf_path.to_str().expect("a UTF-8 path"),
         ]);
         run(&[
             "ip",
@@ -457,8 +473,9 @@ fn in_netns<T: Send + 'static>(
 ) -> std::thread::JoinHandle<T> {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let file = std::fs::File::open(&path).expect("open a namespace file");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("enter the namespace");
         f()
     })
 }

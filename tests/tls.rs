@@ -1,5 +1,4 @@
 //! HTTPS listeners (`tls_listen`) with rustls: a real TLS client talks to the same API.
-#![allow(clippy::unwrap_used)]
 
 mod common;
 

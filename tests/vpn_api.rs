@@ -1,39 +1,33 @@
 //! Seed 000 (the VPN key API) against a real server: every field, type and message, pools,
 //! concurrency, restarts, idle release and bad input.
-#![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{request, TestServer, BASE_TOML};
-use edgeward::wg::keys::{PrivateKey, PublicKey};
+use common::{request, text, TestConfig, TestServer, BASE_TOML};
+use edgeward::keys::{PrivateKey, PublicKey};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-const TWO_POOLS: &str = r#"
-[api]
-listen = ["127.0.0.1:0"]
-[wireguard]
-endpoint_host = "203.0.113.10"
-dns = ["9.9.9.9"]
-persistent_keepalive = 15
-listen_port = 51999
-tun = ""
-[[vpn.pool]]
-subnet = "10.8.0.0/24"
-keys = 2
-[[vpn.pool]]
-subnet = "10.9.0.0/28"
-keys = 3
-endpoint_host = "198.51.100.20"
-"#;
+/// Two pools on two hosts, with the client-config knobs set.
+fn two_pools() -> TestConfig {
+    TestConfig::bare()
+        .set("wireguard", "dns", r#"["9.9.9.9"]"#)
+        .set("wireguard", "persistent_keepalive", "15")
+        .wg_port(51999)
+        .pool("10.8.0.0/24", 2)
+        .pool_on("10.9.0.0/28", 3, "198.51.100.20")
+}
+
+static TWO_POOLS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| two_pools().to_string());
 
 #[tokio::test]
 async fn list_names_each_pool_host_once_in_config_order() {
     // Two pools share the default host: it is listed once.
-    let toml = format!("{TWO_POOLS}[[vpn.pool]]\nsubnet = \"10.7.0.0/24\"\nkeys = 1\n");
+    let toml = two_pools().pool("10.7.0.0/24", 1).to_string();
     let s = TestServer::start(&toml).await;
     let r = s.get("/vpn_api/list").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -46,7 +40,7 @@ async fn list_names_each_pool_host_once_in_config_order() {
 
 #[tokio::test]
 async fn allocate_returns_every_seed_field_with_a_working_config() {
-    let s = TestServer::start(TWO_POOLS).await;
+    let s = TestServer::start(&TWO_POOLS).await;
     let r = s.get("/vpn_api/allocate?ip=198.51.100.20").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers.get("content-type").unwrap(), "application/json");
@@ -96,7 +90,7 @@ async fn allocate_returns_every_seed_field_with_a_working_config() {
 
 #[tokio::test]
 async fn allocate_without_ip_picks_the_emptiest_pool_and_accepts_post() {
-    let s = TestServer::start(TWO_POOLS).await;
+    let s = TestServer::start(&TWO_POOLS).await;
     // pool 2 has 3 free, pool 1 has 2 free
     let a = s.get("/vpn_api/allocate").await.json();
     assert_eq!(a["server_ip"], "198.51.100.20");
@@ -127,7 +121,7 @@ async fn allocate_without_ip_picks_the_emptiest_pool_and_accepts_post() {
 
 #[tokio::test]
 async fn exhaustion_and_unknown_servers_are_clear_errors() {
-    let s = TestServer::start(TWO_POOLS).await;
+    let s = TestServer::start(&TWO_POOLS).await;
     for _ in 0..2 {
         assert_eq!(
             s.get("/vpn_api/allocate?ip=203.0.113.10").await.status,
@@ -162,7 +156,7 @@ async fn exhaustion_and_unknown_servers_are_clear_errors() {
 
 #[tokio::test]
 async fn release_frees_the_slot_and_the_key_is_never_handed_out_again() {
-    let s = TestServer::start(TWO_POOLS).await;
+    let s = TestServer::start(&TWO_POOLS).await;
     let a = s.get("/vpn_api/allocate?ip=203.0.113.10").await.json();
     let key = a["public_key"].as_str().unwrap().to_owned();
     let r = s.release(&key).await;
@@ -192,7 +186,7 @@ async fn release_frees_the_slot_and_the_key_is_never_handed_out_again() {
 
 #[tokio::test]
 async fn status_reports_statistics_and_connections() {
-    let s = TestServer::start(TWO_POOLS).await;
+    let s = TestServer::start(&TWO_POOLS).await;
     let a = s.get("/vpn_api/allocate?ip=203.0.113.10").await.json();
     s.get("/vpn_api/allocate?ip=198.51.100.20").await;
     s.clock.advance(Duration::from_secs(1234));
@@ -228,7 +222,7 @@ async fn status_reports_statistics_and_connections() {
 
 #[tokio::test]
 async fn bad_release_requests_name_the_problem_and_change_nothing() {
-    let s = TestServer::start(BASE_TOML).await;
+    let s = TestServer::start(&BASE_TOML).await;
     let a = s.get("/vpn_api/allocate").await.json();
     let cases: &[(&str, &str)] = &[
         ("", "empty"),
@@ -256,7 +250,7 @@ async fn bad_release_requests_name_the_problem_and_change_nothing() {
 
 #[tokio::test]
 async fn unknown_paths_methods_and_huge_bodies_get_the_family_envelope() {
-    let s = TestServer::start(BASE_TOML).await;
+    let s = TestServer::start(&BASE_TOML).await;
     let r = s.get("/vpn_api/nothing").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["success"], false);
@@ -296,7 +290,7 @@ async fn unknown_paths_methods_and_huge_bodies_get_the_family_envelope() {
 
 #[tokio::test]
 async fn every_response_carries_a_request_id() {
-    let s = TestServer::start(BASE_TOML).await;
+    let s = TestServer::start(&BASE_TOML).await;
     let r = request(
         s.addr,
         Method::GET,
@@ -317,10 +311,10 @@ async fn every_response_carries_a_request_id() {
 
 #[tokio::test]
 async fn agent_allow_and_trusted_proxies_decide_who_the_client_is() {
-    let toml = BASE_TOML.replace(
-        "listen = [\"127.0.0.1:0\"]",
-        "listen = [\"127.0.0.1:0\"]\ntrusted_proxies = [\"127.0.0.0/8\"]\nagent_allow = [\"192.0.2.0/24\", \"127.0.0.0/8\"]",
-    );
+    let toml = TestConfig::new()
+        .set("api", "trusted_proxies", r#"["127.0.0.0/8"]"#)
+        .set("api", "agent_allow", r#"["192.0.2.0/24", "127.0.0.0/8"]"#)
+        .to_string();
     let s = TestServer::start(&toml).await;
     // Through the trusted proxy (loopback) the first X-Forwarded-For hop is the client.
     let r = request(
@@ -352,7 +346,7 @@ async fn agent_allow_and_trusted_proxies_decide_who_the_client_is() {
     s.stop().await;
 
     // Without trusted proxies the header is ignored.
-    let s = TestServer::start(BASE_TOML).await;
+    let s = TestServer::start(&BASE_TOML).await;
     request(
         s.addr,
         Method::GET,
@@ -368,10 +362,9 @@ async fn agent_allow_and_trusted_proxies_decide_who_the_client_is() {
 
 #[tokio::test]
 async fn an_agent_token_is_required_when_configured() {
-    let toml = BASE_TOML.replace(
-        "listen = [\"127.0.0.1:0\"]",
-        "listen = [\"127.0.0.1:0\"]\nagent_token = \"s3cret-token\"",
-    );
+    let toml = TestConfig::new()
+        .set("api", "agent_token", text("s3cret-token"))
+        .to_string();
     let s = TestServer::start(&toml).await;
     let r = s.get("/vpn_api/allocate").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -400,7 +393,7 @@ async fn an_agent_token_is_required_when_configured() {
 
 #[tokio::test]
 async fn idle_leases_are_released_by_the_sweeper() {
-    let s = TestServer::start(BASE_TOML).await;
+    let s = TestServer::start(&BASE_TOML).await;
     let a = s.get("/vpn_api/allocate").await.json();
     s.clock.advance(Duration::from_secs(9 * 60));
     let b = s.get("/vpn_api/allocate").await.json();
@@ -435,14 +428,14 @@ async fn idle_leases_are_released_by_the_sweeper() {
 
 #[tokio::test]
 async fn activity_from_the_data_plane_hook_keeps_a_lease() {
-    let s = TestServer::start(BASE_TOML).await;
+    let s = TestServer::start(&BASE_TOML).await;
     let a = s.get("/vpn_api/allocate").await.json();
     s.clock.advance(Duration::from_secs(8 * 60));
     let now = edgeward::clock::Clock::now_ms(s.clock.as_ref());
-    assert!(s
-        .app()
-        .leases
-        .note_handshake(a["public_key"].as_str().unwrap(), now));
+    assert!(s.app().leases.note_handshake(
+        &PublicKey::from_base64(a["public_key"].as_str().unwrap()).unwrap(),
+        now
+    ));
     s.clock.advance(Duration::from_secs(3 * 60));
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(
@@ -463,7 +456,7 @@ async fn activity_from_the_data_plane_hook_keeps_a_lease() {
 
 #[tokio::test]
 async fn a_restart_keeps_every_lease_and_the_server_keys() {
-    let mut s = TestServer::start(TWO_POOLS).await;
+    let mut s = TestServer::start(&TWO_POOLS).await;
     let mut keys = Vec::new();
     for _ in 0..4 {
         keys.push(s.get("/vpn_api/allocate").await.json());
@@ -492,15 +485,11 @@ async fn a_restart_keeps_every_lease_and_the_server_keys() {
 
 #[tokio::test]
 async fn a_lease_that_no_longer_fits_the_config_is_ended_at_start() {
-    let mut s = TestServer::start(TWO_POOLS).await;
+    let mut s = TestServer::start(&TWO_POOLS).await;
     let a = s.get("/vpn_api/allocate?ip=198.51.100.20").await.json();
     s.get("/vpn_api/allocate?ip=203.0.113.10").await;
     // Drop the second pool from the configuration.
-    s.toml = TWO_POOLS
-        .split("[[vpn.pool]]\nsubnet = \"10.9.0.0/28\"")
-        .next()
-        .unwrap()
-        .to_owned();
+    s.toml = two_pools().without_pool("10.9.0.0/28").to_string();
     s.restart().await;
     let st = s.get("/vpn_api/status").await.json();
     assert_eq!(st["statistics"]["keys_in_use"], 1);
@@ -511,7 +500,7 @@ async fn a_lease_that_no_longer_fits_the_config_is_ended_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_parallel_allocations_against_ten_slots() {
-    let s = TestServer::start(BASE_TOML).await;
+    let s = TestServer::start(&BASE_TOML).await;
     let addr = s.addr;
     let tasks: Vec<_> = (0..200)
         .map(|_| {
@@ -556,7 +545,7 @@ async fn two_hundred_parallel_allocations_against_ten_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_in_flight_requests_and_keeps_them() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TestServer::start(BASE_TOML).await;
+    let mut s = TestServer::start(&BASE_TOML).await;
     let addr = s.addr;
     // Requests whose head has arrived but whose body has not: in flight when shutdown starts.
     let body = r#"{"ip":"203.0.113.10"}"#;
@@ -594,7 +583,7 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_keeps_them() {
     }
     stopping.await.unwrap();
     assert_eq!(acknowledged.len(), 5);
-    let new = common::start_app(BASE_TOML, &s.store_path(), &s.clock).await;
+    let new = common::start_app(&BASE_TOML, &s.store_path(), &s.clock).await;
     s.addr = new.http_addrs[0];
     s.app = Some(new);
     for key in acknowledged {
@@ -606,7 +595,7 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_keeps_them() {
 
 #[tokio::test]
 async fn health_and_metrics_are_public() {
-    let s = TestServer::start(BASE_TOML).await;
+    let s = TestServer::start(&BASE_TOML).await;
     let h = s.get("/api/health").await;
     assert_eq!(h.status, StatusCode::OK);
     let v: Value = h.json();
@@ -638,7 +627,7 @@ async fn health_and_metrics_are_public() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_on_the_http_port_changes_nothing_and_crashes_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let s = TestServer::start(BASE_TOML).await;
+    let s = TestServer::start(&BASE_TOML).await;
     let a = s.get("/vpn_api/allocate").await.json();
     let mut junk: Vec<Vec<u8>> = vec![
         b"\x00\x01\x02\xff\xfe garbage\r\n\r\n".to_vec(),

@@ -2,96 +2,75 @@
 //! holding the lease's keys): handshakes against the key the API handed out, two exits on one
 //! port, a released key refused at once, junk changing nothing. Handshake-only (no TUN), so no
 //! root is needed; the namespace test carries real traffic.
-#![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use boringtun::noise::{Tunn, TunnResult};
-use common::TestServer;
-use edgeward::wg::keys::{PrivateKey, PublicKey};
+use common::{text, TestConfig, TestServer};
+use edgeward::wg::testkit;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use tokio::net::UdpSocket;
 
-const TWO_EXITS: &str = r#"
-[api]
-listen = ["127.0.0.1:0"]
-[wireguard]
-endpoint_host = "127.0.0.1"
-tun = ""
-[[vpn.pool]]
-subnet = "10.8.0.0/24"
-keys = 4
-[[vpn.pool]]
-subnet = "10.9.0.0/24"
-keys = 4
-endpoint_host = "localhost"
-"#;
+/// Two exits (pools on two hosts) on one port.
+static TWO_EXITS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    TestConfig::bare()
+        .set("wireguard", "endpoint_host", text("127.0.0.1"))
+        .pool("10.8.0.0/24", 4)
+        .pool_on("10.9.0.0/24", 4, "localhost")
+        .to_string()
+});
 
-/// A WireGuard client for one lease, on its own UDP socket.
+/// A WireGuard client for one lease (the shared test kit's), on its own UDP socket.
 struct Client {
-    tunn: Tunn,
+    wg: testkit::Client,
     socket: UdpSocket,
     server: SocketAddr,
 }
 
 impl Client {
     async fn new(lease: &Value, server: SocketAddr) -> Self {
-        let sk = PrivateKey::from_base64(lease["private_key"].as_str().unwrap()).unwrap();
-        let server_key = PublicKey::from_base64(lease["server_pubkey"].as_str().unwrap()).unwrap();
-        let tunn = Tunn::new(
-            sk.to_x25519(),
-            server_key.to_x25519(),
-            None,
-            None,
-            rand_index(),
-            None,
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback socket");
+        let wg = testkit::Client::from_allocation(
+            lease["private_key"]
+                .as_str()
+                .expect("a string field in the answer"),
+            lease["server_pubkey"]
+                .as_str()
+                .expect("a string field in the answer"),
+            socket.local_addr().expect("a bound socket has an address"),
         );
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        Self {
-            tunn,
-            socket,
-            server,
-        }
+        Self { wg, socket, server }
     }
 
     /// Sends an initiation; true if a response arrived and the session is up.
     async fn handshake(&mut self) -> bool {
-        let mut buf = vec![0u8; 2048];
-        let init = match self.tunn.format_handshake_initiation(&mut buf, true) {
-            TunnResult::WriteToNetwork(p) => p.to_vec(),
-            other => panic!("no initiation: {other:?}"),
-        };
-        self.socket.send_to(&init, self.server).await.unwrap();
+        let init = self.wg.initiation();
+        self.socket
+            .send_to(&init, self.server)
+            .await
+            .expect("send on loopback");
         let mut rx = vec![0u8; 2048];
         let Ok(Ok((n, _))) =
             tokio::time::timeout(Duration::from_millis(700), self.socket.recv_from(&mut rx)).await
         else {
             return false;
         };
-        let mut out = vec![0u8; 2048];
-        match self.tunn.decapsulate(None, &rx[..n], &mut out) {
-            // the keepalive that confirms the session
-            TunnResult::WriteToNetwork(p) => {
-                let p = p.to_vec();
-                self.socket.send_to(&p, self.server).await.unwrap();
-                true
-            }
-            TunnResult::Done => true,
-            other => panic!("unexpected answer: {other:?}"),
+        let got = self.wg.receive(&rx[..n]);
+        assert!(got.error.is_none(), "unexpected answer: {:?}", got.error);
+        // the keepalive that confirms the session
+        for reply in got.replies {
+            self.socket
+                .send_to(&reply, self.server)
+                .await
+                .expect("send on loopback");
         }
+        true
     }
-}
-
-fn rand_index() -> u32 {
-    u32::from_le_bytes(
-        PrivateKey::generate().public_key().0[..4]
-            .try_into()
-            .unwrap(),
-    ) >> 8
 }
 
 async fn wg_addr(s: &TestServer) -> SocketAddr {
@@ -112,7 +91,7 @@ async fn wait_for<F: Fn(&Value) -> bool>(s: &TestServer, what: &str, f: F) -> Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_the_allocated_keys_completes_a_handshake() {
-    let s = TestServer::start(TWO_EXITS).await;
+    let s = TestServer::start(&TWO_EXITS).await;
     let lease = s.get("/vpn_api/allocate?ip=127.0.0.1").await.json();
     let mut client = Client::new(&lease, wg_addr(&s).await).await;
     assert!(client.handshake().await, "no handshake response");
@@ -130,7 +109,7 @@ async fn a_client_with_the_allocated_keys_completes_a_handshake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_exits_share_one_port_and_keys_do_not_cross() {
-    let s = TestServer::start(TWO_EXITS).await;
+    let s = TestServer::start(&TWO_EXITS).await;
     let addr = wg_addr(&s).await;
     let a = s.get("/vpn_api/allocate?ip=127.0.0.1").await.json();
     let b = s.get("/vpn_api/allocate?ip=localhost").await.json();
@@ -149,7 +128,7 @@ async fn two_exits_share_one_port_and_keys_do_not_cross() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_key_can_no_longer_handshake() {
-    let s = TestServer::start(TWO_EXITS).await;
+    let s = TestServer::start(&TWO_EXITS).await;
     let addr = wg_addr(&s).await;
     let lease = s.get("/vpn_api/allocate").await.json();
     let mut client = Client::new(&lease, addr).await;
@@ -170,7 +149,7 @@ async fn a_released_key_can_no_longer_handshake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_on_the_wireguard_port_changes_nothing() {
-    let s = TestServer::start(TWO_EXITS).await;
+    let s = TestServer::start(&TWO_EXITS).await;
     let addr = wg_addr(&s).await;
     let lease = s.get("/vpn_api/allocate").await.json();
     let junk = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use edgeward::wg::keys::PrivateKey;
+use edgeward::keys::PrivateKey;
 use edgeward::wg::plane::{DataPlane, Output, PlaneConfig};
 use libfuzzer_sys::fuzz_target;
 

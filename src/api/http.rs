@@ -177,7 +177,6 @@ pub fn text_response(content_type: &'static str, text: String) -> Response<Body>
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn nets(list: &[&str]) -> Vec<IpNet> {

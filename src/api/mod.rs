@@ -281,7 +281,7 @@ pub async fn handle(
     }
     state
         .metrics
-        .count_request(ctx.family, resp.status().as_u16());
+        .count_request(ctx.family.label(), resp.status().as_u16());
     log::info!(
         target: "edgeward::access",
         "{} \"{} {}\" {} {}us rid={}",

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::http::{json_response, text_response, Body};
 use super::routes::ROUTES;
 use super::ApiState;
+use crate::metrics::{Metrics, PoolGauge};
 
 /// `GET /`: what this is, and the endpoints straight from the route table.
 pub fn index(_state: &ApiState) -> Response<Body> {
@@ -44,13 +45,26 @@ pub fn health(state: &ApiState) -> Response<Body> {
 }
 
 pub fn metrics(state: &ApiState) -> Response<Body> {
-    let mut text = {
-        let book = state.leases.read();
-        state
-            .metrics
-            .render(&book, state.started.elapsed().as_secs())
-    };
-    let view = state.wg.view.read().unwrap_or_else(|e| e.into_inner());
-    text.push_str(&crate::metrics::Metrics::render_wg(&view));
+    let pools: Vec<PoolGauge> = state
+        .leases
+        .pool_usage()
+        .into_iter()
+        .map(|p| PoolGauge {
+            pool: p.subnet.to_string(),
+            host: p.endpoint_host,
+            slots: p.total,
+            in_use: p.in_use,
+        })
+        .collect();
+    let mut text = state
+        .metrics
+        .render(&pools, state.started.elapsed().as_secs());
+    let plane = state
+        .wg
+        .view
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .gauge();
+    text.push_str(&Metrics::render_data_plane(&plane));
     text_response("text/plain; version=0.0.4", text)
 }

@@ -16,20 +16,25 @@ use super::{ApiState, Req};
 
 use crate::clock::{elapsed, local_datetime};
 use crate::config::Config;
+use crate::keys::PublicKey;
 use crate::lease::service::client_ip;
 use crate::lease::LeaseError;
 use crate::store::Holder;
 use crate::wg::client_config::ClientConfig;
-use crate::wg::keys::PublicKey;
 
+/// Seed 000's words for what the lease service reports.
 fn lease_error(e: LeaseError) -> ApiError {
-    let status = match &e {
-        LeaseError::Exhausted => StatusCode::SERVICE_UNAVAILABLE,
-        LeaseError::UnknownHost(_) | LeaseError::NotFound => StatusCode::NOT_FOUND,
-        LeaseError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        LeaseError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiError::new(status, e.to_string())
+    match e {
+        LeaseError::Exhausted => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "No available VPN keys")
+        }
+        LeaseError::UnknownHost(host) => ApiError::not_found(format!("Unknown VPN server: {host}")),
+        LeaseError::NotFound => ApiError::not_found("Key not found or not in use"),
+        LeaseError::Storage(detail) => ApiError::internal(format!("storage error: {detail}")),
+        LeaseError::ShuttingDown => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "edgeward is shutting down")
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -39,7 +44,7 @@ struct ListResponse {
 }
 
 pub fn list(state: &ApiState) -> Response<Body> {
-    let servers = state.leases.read().hosts();
+    let servers = state.leases.list_hosts();
     json_response(
         StatusCode::OK,
         &ListResponse {
@@ -82,12 +87,14 @@ pub async fn allocate(state: &ApiState, ctx: &Ctx, req: &Req) -> Result<Response
     state.metrics.count_allocation();
     let wg = &state.config.wireguard;
     let lease = &allocation.lease;
+    let private_key = lease.private_key.to_base64();
+    let server_pubkey = allocation.server_public_key.to_base64();
     let config = ClientConfig {
-        private_key: &lease.private_key,
+        private_key: &private_key,
         address: lease.address,
         prefix_len: allocation.prefix_len,
         dns: &wg.dns,
-        server_public_key: &allocation.server_public_key,
+        server_public_key: &server_pubkey,
         endpoint_host: &allocation.endpoint_host,
         endpoint_port: state.wg.port(),
         persistent_keepalive: wg.persistent_keepalive,
@@ -106,9 +113,9 @@ pub async fn allocate(state: &ApiState, ctx: &Ctx, req: &Req) -> Result<Response
             success: true,
             server_ip: allocation.endpoint_host.clone(),
             server_port: state.wg.port(),
-            server_pubkey: allocation.server_public_key.clone(),
-            private_key: lease.private_key.clone(),
-            public_key: lease.public_key.clone(),
+            server_pubkey,
+            private_key,
+            public_key: lease.public_key.to_base64(),
             internal_ip: lease.address.to_string(),
             config,
         },
@@ -125,11 +132,7 @@ struct MessageResponse {
 
 pub async fn release(state: &ApiState, req: &Req) -> Result<Response<Body>, ApiError> {
     let key = release_key(&req.body)?;
-    let ended = state
-        .leases
-        .release(key.to_base64())
-        .await
-        .map_err(lease_error)?;
+    let ended = state.leases.release(key).await.map_err(lease_error)?;
     state.metrics.count_release();
     log::info!("lease {} released: {}", ended.id, ended.address);
     Ok(json_response(
@@ -171,22 +174,17 @@ struct StatusResponse {
 
 pub fn status(state: &ApiState, req: &Req) -> Result<Response<Body>, ApiError> {
     let host = query_param(req.query.as_deref(), "ip").and_then(|h| pool_host(&state.config, &h));
-    let now = state.leases.clock().now_ms();
-    let book = state.leases.read();
-    let (usage, leases) = book
-        .usage(host.as_deref())
-        .map_err(|e| lease_error(LeaseError::UnknownHost(e.0)))?;
-    let active_connections = leases
-        .iter()
+    let view = state.leases.status(host.as_deref()).map_err(lease_error)?;
+    let usage = view.usage;
+    let active_connections = view
+        .leases
+        .into_iter()
         .map(|l| Connection {
             internal_ip: l.address.to_string(),
             assigned_to: client_ip(&l.holder).map_or_else(String::new, |ip| ip.to_string()),
             assigned_at: local_datetime(l.allocated_at),
-            duration_seconds: elapsed(l.allocated_at, now).as_secs(),
-            server_ip: book
-                .pool_of(l.id)
-                .map(|p| p.endpoint_host.clone())
-                .unwrap_or_default(),
+            duration_seconds: elapsed(l.allocated_at, view.as_of).as_secs(),
+            server_ip: l.endpoint_host,
             last_handshake: l.last_handshake.map(local_datetime),
             rx_bytes: l.rx_bytes,
             tx_bytes: l.tx_bytes,

@@ -11,8 +11,8 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 
 use crate::clock::{elapsed, UnixMillis};
-use crate::store::{EndReason, Ended, Holder, LeaseId, LeaseRecord};
-use crate::wg::keys::{PrivateKey, PublicKey};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::store::{EndReason, Ended, EndedLease, Holder, LeaseId, LeaseRecord};
 
 /// One WireGuard server identity with a fixed number of client slots.
 #[derive(Debug, Clone)]
@@ -98,16 +98,18 @@ pub enum Target<'a> {
     Host(&'a str),
 }
 
+/// Why an allocation found no slot. The API layer words these for its clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AllocError {
-    #[error("No available VPN keys")]
+    #[error("every slot of the candidate pools is taken")]
     Exhausted,
-    #[error("Unknown VPN server: {0}")]
+    #[error("no pool has the public host {0:?}")]
     UnknownHost(String),
 }
 
+/// No pool has this public host.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Unknown VPN server: {0}")]
+#[error("no pool has the public host {0:?}")]
 pub struct UnknownHost(pub String);
 
 /// Usage numbers for a set of pools.
@@ -122,7 +124,7 @@ pub struct Usage {
 pub struct LeaseBook {
     pools: Vec<Pool>,
     leases: HashMap<LeaseId, (usize, LeaseRecord)>,
-    by_public_key: HashMap<String, LeaseId>,
+    by_public_key: HashMap<PublicKey, LeaseId>,
     next_id: LeaseId,
     /// Idle time is never counted from before this instant (the service's start), so a
     /// restart does not expire leases whose clients could not show activity while it was down.
@@ -140,7 +142,7 @@ impl LeaseBook {
         stored: Vec<LeaseRecord>,
         next_id: LeaseId,
         now: UnixMillis,
-    ) -> (Self, Vec<LeaseRecord>) {
+    ) -> (Self, Vec<EndedLease>) {
         let mut book = Self {
             pools,
             leases: HashMap::new(),
@@ -164,19 +166,14 @@ impl LeaseBook {
             match placed {
                 Some((pi, slot)) => {
                     book.pools[pi].slots[slot] = Some(lease.id);
-                    book.by_public_key
-                        .insert(lease.public_key.clone(), lease.id);
+                    book.by_public_key.insert(lease.public_key, lease.id);
                     book.leases.insert(lease.id, (pi, lease));
                 }
-                None => {
-                    let mut lease = lease;
-                    lease.ended = Some(Ended {
-                        at: now,
-                        reason: EndReason::PoolRemoved,
-                        report: None,
-                    });
-                    orphans.push(lease);
-                }
+                None => orphans.push(lease.end(Ended {
+                    at: now,
+                    reason: EndReason::PoolRemoved,
+                    report: None,
+                })),
             }
         }
         (book, orphans)
@@ -237,28 +234,27 @@ impl LeaseBook {
         let id = self.next_id;
         self.next_id += 1;
         pool.slots[slot] = Some(id);
-        let public_key = client_key.public_key().to_base64();
+        let public_key = client_key.public_key();
         let lease = LeaseRecord {
             id,
             exit: pool.exit_id.clone(),
             address: pool.slot_address(slot),
-            private_key: client_key.to_base64(),
-            public_key: public_key.clone(),
+            private_key: client_key.clone(),
+            public_key,
             holder,
             allocated_at: now,
             last_heartbeat: None,
             last_handshake: None,
             rx_bytes: 0,
             tx_bytes: 0,
-            ended: None,
         };
         self.by_public_key.insert(public_key, id);
         self.leases.insert(id, (pi, lease.clone()));
         Ok(lease)
     }
 
-    /// The active lease for a client public key (base64).
-    pub fn by_public_key(&self, public_key: &str) -> Option<&LeaseRecord> {
+    /// The active lease for a client public key.
+    pub fn by_public_key(&self, public_key: &PublicKey) -> Option<&LeaseRecord> {
         let id = self.by_public_key.get(public_key)?;
         self.leases.get(id).map(|(_, l)| l)
     }
@@ -267,16 +263,16 @@ impl LeaseBook {
         self.leases.get(&id).map(|(_, l)| l)
     }
 
-    /// Ends an active lease, freeing its slot. Returns the ended record, or `None` if no
-    /// active lease has this id.
+    /// Ends an active lease, freeing its slot. Returns its history record (without the
+    /// private key), or `None` if no active lease has this id.
     pub fn end(
         &mut self,
         id: LeaseId,
         now: UnixMillis,
         reason: EndReason,
         report: Option<serde_json::Value>,
-    ) -> Option<LeaseRecord> {
-        let (pi, mut lease) = self.leases.remove(&id)?;
+    ) -> Option<EndedLease> {
+        let (pi, lease) = self.leases.remove(&id)?;
         self.by_public_key.remove(&lease.public_key);
         self.traffic.remove(&id);
         if let Some(pool) = self.pools.get_mut(pi) {
@@ -284,16 +280,15 @@ impl LeaseBook {
                 pool.slots[slot] = None;
             }
         }
-        lease.ended = Some(Ended {
+        Some(lease.end(Ended {
             at: now,
             reason,
             report,
-        });
-        Some(lease)
+        }))
     }
 
     /// Records that a lease's client completed a WireGuard handshake (activity).
-    pub fn note_handshake(&mut self, public_key: &str, at: UnixMillis) -> bool {
+    pub fn note_handshake(&mut self, public_key: &PublicKey, at: UnixMillis) -> bool {
         let Some(id) = self.by_public_key.get(public_key) else {
             return false;
         };
@@ -308,7 +303,13 @@ impl LeaseBook {
 
     /// Records a lease's traffic counters from the data plane; growth in received bytes is
     /// activity. The counters ride along in the record, so an ended lease keeps them.
-    pub fn note_traffic(&mut self, public_key: &str, at: UnixMillis, rx: u64, tx: u64) -> bool {
+    pub fn note_traffic(
+        &mut self,
+        public_key: &PublicKey,
+        at: UnixMillis,
+        rx: u64,
+        tx: u64,
+    ) -> bool {
         let Some(&id) = self.by_public_key.get(public_key) else {
             return false;
         };
@@ -378,7 +379,6 @@ impl LeaseBook {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn pool(subnet: &str, keys: u32, host: &str) -> Pool {
@@ -401,15 +401,17 @@ mod tests {
         LeaseBook::restore(pools, Vec::new(), 1, 0).0
     }
 
+    /// A lease for client `n`, which must be granted.
+    fn take(b: &mut LeaseBook, target: Target<'_>, n: u8, now: UnixMillis) -> LeaseRecord {
+        b.allocate(target, client(n), &PrivateKey::generate(), now)
+            .unwrap()
+    }
+
     #[test]
     fn slots_start_after_the_server_address() {
         let mut b = book(vec![pool("10.8.0.0/24", 3, "h")]);
         let addrs: Vec<_> = (0..3)
-            .map(|i| {
-                b.allocate(Target::Any, client(i), &PrivateKey::generate(), 0)
-                    .unwrap()
-                    .address
-            })
+            .map(|i| take(&mut b, Target::Any, i, 0).address)
             .collect();
         assert_eq!(b.pools()[0].server_address(), Ipv4Addr::new(10, 8, 0, 1));
         assert_eq!(
@@ -421,8 +423,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            b.allocate(Target::Any, client(9), &PrivateKey::generate(), 0),
-            Err(AllocError::Exhausted)
+            b.allocate(Target::Any, client(9), &PrivateKey::generate(), 0)
+                .unwrap_err(),
+            AllocError::Exhausted
         );
     }
 
@@ -432,14 +435,10 @@ mod tests {
             pool("10.8.0.0/24", 2, "a"),
             pool("10.9.0.0/24", 3, "b"),
         ]);
-        let first = b
-            .allocate(Target::Any, client(1), &PrivateKey::generate(), 0)
-            .unwrap();
+        let first = take(&mut b, Target::Any, 1, 0);
         assert_eq!(first.exit, "vpn:10.9.0.0/24");
         // now 2 free each: tie goes to the first configured
-        let second = b
-            .allocate(Target::Any, client(2), &PrivateKey::generate(), 0)
-            .unwrap();
+        let second = take(&mut b, Target::Any, 2, 0);
         assert_eq!(second.exit, "vpn:10.8.0.0/24");
     }
 
@@ -449,17 +448,17 @@ mod tests {
             pool("10.8.0.0/24", 1, "a"),
             pool("10.9.0.0/24", 5, "b"),
         ]);
-        let l = b
-            .allocate(Target::Host("a"), client(1), &PrivateKey::generate(), 0)
-            .unwrap();
+        let l = take(&mut b, Target::Host("a"), 1, 0);
         assert_eq!(l.exit, "vpn:10.8.0.0/24");
         assert_eq!(
-            b.allocate(Target::Host("a"), client(1), &PrivateKey::generate(), 0),
-            Err(AllocError::Exhausted)
+            b.allocate(Target::Host("a"), client(1), &PrivateKey::generate(), 0)
+                .unwrap_err(),
+            AllocError::Exhausted
         );
         assert_eq!(
-            b.allocate(Target::Host("zzz"), client(1), &PrivateKey::generate(), 0),
-            Err(AllocError::UnknownHost("zzz".into()))
+            b.allocate(Target::Host("zzz"), client(1), &PrivateKey::generate(), 0)
+                .unwrap_err(),
+            AllocError::UnknownHost("zzz".into())
         );
         assert!(b.usage(Some("zzz")).is_err());
     }
@@ -467,17 +466,13 @@ mod tests {
     #[test]
     fn release_frees_the_slot_and_forgets_the_key() {
         let mut b = book(vec![pool("10.8.0.0/24", 1, "h")]);
-        let l = b
-            .allocate(Target::Any, client(1), &PrivateKey::generate(), 10)
-            .unwrap();
+        let l = take(&mut b, Target::Any, 1, 10);
         assert!(b.by_public_key(&l.public_key).is_some());
         let ended = b.end(l.id, 20, EndReason::Released, None).unwrap();
-        assert_eq!(ended.ended.as_ref().unwrap().at, 20);
+        assert_eq!(ended.ended.at, 20);
         assert!(b.by_public_key(&l.public_key).is_none());
         assert!(b.end(l.id, 30, EndReason::Released, None).is_none());
-        let again = b
-            .allocate(Target::Any, client(2), &PrivateKey::generate(), 40)
-            .unwrap();
+        let again = take(&mut b, Target::Any, 2, 40);
         assert_eq!(again.address, l.address);
         assert_ne!(again.id, l.id);
         assert_ne!(again.public_key, l.public_key);
@@ -487,17 +482,14 @@ mod tests {
     fn idle_counts_from_the_latest_activity() {
         let mut b = book(vec![pool("10.8.0.0/24", 3, "h")]);
         let idle = Duration::from_secs(600);
-        let a = b
-            .allocate(Target::Any, client(1), &PrivateKey::generate(), 0)
-            .unwrap();
-        let c = b
-            .allocate(Target::Any, client(2), &PrivateKey::generate(), 0)
-            .unwrap();
+        let a = take(&mut b, Target::Any, 1, 0);
+        let c = take(&mut b, Target::Any, 2, 0);
         assert!(b.note_handshake(&c.public_key, 500_000));
         assert!(b.idle_client_leases(599_999, idle).is_empty());
         assert_eq!(b.idle_client_leases(600_000, idle), vec![a.id]);
         assert_eq!(b.idle_client_leases(1_100_000, idle), vec![a.id, c.id]);
-        assert!(!b.note_handshake("nobody", 1));
+        let nobody = PrivateKey::generate().public_key();
+        assert!(!b.note_handshake(&nobody, 1));
         // received traffic counts as activity too, and the counters are kept
         assert!(b.note_traffic(&c.public_key, 1_200_000, 500, 700));
         assert_eq!(b.idle_client_leases(1_700_000, idle), vec![a.id]);
@@ -507,34 +499,34 @@ mod tests {
         assert_eq!(b.idle_client_leases(1_900_000, idle), vec![a.id, c.id]);
         let ended = b.end(c.id, 2_000_000, EndReason::Released, None).unwrap();
         assert_eq!((ended.rx_bytes, ended.tx_bytes), (500, 900));
-        assert!(!b.note_traffic("nobody", 1, 1, 1));
+        assert!(!b.note_traffic(&nobody, 1, 1, 1));
     }
 
     #[test]
     fn restore_keeps_valid_leases_and_ends_orphans() {
         let mut b = book(vec![pool("10.8.0.0/24", 3, "h")]);
         let p = b.pools()[0].clone();
-        let l1 = b
-            .allocate(Target::Any, client(1), &PrivateKey::generate(), 0)
-            .unwrap();
-        let l2 = b
-            .allocate(Target::Any, client(2), &PrivateKey::generate(), 0)
-            .unwrap();
+        let l1 = take(&mut b, Target::Any, 1, 0);
+        let l2 = take(&mut b, Target::Any, 2, 0);
         let mut dup = l2.clone();
         dup.id = 99;
-        dup.public_key = "other".into();
+        dup.public_key = PrivateKey::generate().public_key();
         let mut gone = l1.clone();
         gone.id = 50;
         gone.exit = "vpn:10.99.0.0/24".into();
-        gone.public_key = "gone".into();
+        gone.public_key = PrivateKey::generate().public_key();
         let (restored, orphans) =
             LeaseBook::restore(vec![p], vec![dup, l2.clone(), gone, l1.clone()], 1, 1000);
+        assert_eq!(
+            restored.by_public_key(&l1.public_key).map(|l| l.id),
+            Some(l1.id)
+        );
         assert_eq!(restored.active_count(), 2);
         let ids: Vec<_> = orphans.iter().map(|o| o.id).collect();
         assert_eq!(ids, vec![50, 99]);
         assert!(orphans
             .iter()
-            .all(|o| o.ended.as_ref().unwrap().reason == EndReason::PoolRemoved));
+            .all(|o| o.ended.reason == EndReason::PoolRemoved));
         assert_eq!(restored.next_id(), 100);
         // idle time restarts at the restore instant
         assert!(restored
@@ -549,8 +541,7 @@ mod tests {
             pool("10.9.0.0/24", 2, "b"),
         ]);
         for i in 0..3 {
-            b.allocate(Target::Any, client(i), &PrivateKey::generate(), 0)
-                .unwrap();
+            take(&mut b, Target::Any, i, 0);
         }
         let (all, leases) = b.usage(None).unwrap();
         assert_eq!(
@@ -570,7 +561,6 @@ mod tests {
 
 #[cfg(test)]
 mod properties {
-    #![allow(clippy::unwrap_used)]
     use std::collections::HashSet;
 
     use proptest::prelude::*;
@@ -641,7 +631,7 @@ mod properties {
                         prop_assert!(book.end(u64::MAX, now, EndReason::Released, None).is_none());
                     }
                     Op::Handshake(i) if !active.is_empty() => {
-                        let key = active[i % active.len()].public_key.clone();
+                        let key = active[i % active.len()].public_key;
                         prop_assert!(book.note_handshake(&key, now));
                     }
                     Op::Handshake(_) => {}

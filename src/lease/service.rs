@@ -3,11 +3,15 @@
 //! Every change goes through one worker thread. It takes all commands waiting in its queue,
 //! applies them to the book, writes the whole batch to the store in ONE transaction, and only
 //! then answers the callers — so nothing is acknowledged before it is on disk, and one fsync
-//! serves many requests. Readers (status, list) take the book's read lock and never wait for
-//! the disk. If a commit fails, the worker rebuilds the book from the store (the truth) and
+//! serves many requests. Queries (hosts, status, pool usage) answer with owned views made
+//! under a short read lock and never wait for the disk; the lock itself never leaves this
+//! file. If a commit fails, the worker rebuilds the book from the store (the truth) and
 //! answers the whole batch with a storage error.
+//!
+//! History (ended leases) is kept for `history_retention`, then pruned in bounded batches: at
+//! start, and by the sweeper that also ends idle leases.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
@@ -17,11 +21,17 @@ use tokio::sync::oneshot;
 
 use super::book::{AllocError, LeaseBook, Pool, Target, Usage};
 use crate::clock::{Clock, UnixMillis};
-use crate::store::{EndReason, ExitRecord, Holder, LeaseRecord, Store, StoreError, StoreOp};
-use crate::wg::keys::PrivateKey;
+use crate::keys::{PrivateKey, PublicKey};
+use crate::metrics::Metrics;
+use crate::store::{
+    EndReason, EndedLease, ExitRecord, Holder, LeaseId, LeaseRecord, Store, StoreError, StoreOp,
+};
 
 /// Most commands folded into one transaction.
 const MAX_BATCH: usize = 1024;
+/// Most ended leases deleted in one transaction, so pruning a long history never holds the
+/// writer for long.
+const PRUNE_BATCH: usize = 1024;
 
 /// A pool as configured.
 #[derive(Debug, Clone)]
@@ -37,17 +47,21 @@ impl PoolSpec {
     }
 }
 
+/// What went wrong, as data; the API layer words it for each client family.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseError {
-    #[error("No available VPN keys")]
+    /// Every slot of the candidate pools is taken.
+    #[error("no free slot")]
     Exhausted,
-    #[error("Unknown VPN server: {0}")]
+    /// No pool has this public host.
+    #[error("no pool has the public host {0:?}")]
     UnknownHost(String),
-    #[error("Key not found or not in use")]
+    /// No active lease has this key.
+    #[error("no active lease has this key")]
     NotFound,
-    #[error("storage error: {0}")]
+    #[error("storage: {0}")]
     Storage(String),
-    #[error("edgeward is shutting down")]
+    #[error("the lease service is shutting down")]
     ShuttingDown,
 }
 
@@ -64,15 +78,67 @@ impl From<AllocError> for LeaseError {
 #[derive(Debug, Clone)]
 pub struct Allocation {
     pub lease: LeaseRecord,
-    pub server_public_key: String,
+    pub server_public_key: PublicKey,
     pub endpoint_host: String,
     pub prefix_len: u8,
 }
 
-/// Told about leases as they start and end, after the change is durable (the data plane).
+/// Told about leases as they start and end, after the change is durable (the data plane,
+/// through the app's wiring).
 pub trait LeaseObserver: Send + Sync {
     fn lease_started(&self, lease: &LeaseRecord);
-    fn lease_ended(&self, lease: &LeaseRecord);
+    fn lease_ended(&self, lease: &EndedLease);
+}
+
+/// One active lease as status shows it (no private key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    pub id: LeaseId,
+    pub address: Ipv4Addr,
+    pub holder: Holder,
+    pub allocated_at: UnixMillis,
+    /// The public host of the lease's pool.
+    pub endpoint_host: String,
+    pub last_handshake: Option<UnixMillis>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// Usage and active leases of a set of pools, as of one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusView {
+    /// The service clock's `now` when the view was made (for durations).
+    pub as_of: UnixMillis,
+    pub usage: Usage,
+    /// Ordered by address.
+    pub leases: Vec<LeaseView>,
+}
+
+/// One pool's size and use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub exit_id: String,
+    pub subnet: ipnet::Ipv4Net,
+    pub endpoint_host: String,
+    pub total: usize,
+    pub in_use: usize,
+}
+
+/// A pool's WireGuard server identity, for the data plane.
+#[derive(Debug, Clone)]
+pub struct ExitIdentity {
+    pub exit_id: String,
+    pub key: PrivateKey,
+}
+
+/// What the sweeper does, and how often.
+#[derive(Debug, Clone, Copy)]
+pub struct Sweep {
+    /// Client leases with no activity for this long are released.
+    pub idle_after: Duration,
+    /// Ended leases older than this are deleted.
+    pub history_retention: Duration,
+    pub every: Duration,
 }
 
 enum Command {
@@ -83,25 +149,27 @@ enum Command {
         reply: oneshot::Sender<Result<Allocation, LeaseError>>,
     },
     Release {
-        public_key: String,
-        reply: oneshot::Sender<Result<LeaseRecord, LeaseError>>,
+        public_key: PublicKey,
+        reply: oneshot::Sender<Result<EndedLease, LeaseError>>,
     },
     ExpireIdle {
         idle_after: Duration,
-        reply: oneshot::Sender<Result<Vec<LeaseRecord>, LeaseError>>,
+        reply: oneshot::Sender<Result<Vec<EndedLease>, LeaseError>>,
+    },
+    /// Deletes one batch of history that ended before `before`.
+    PruneHistory {
+        before: UnixMillis,
+        reply: oneshot::Sender<Result<usize, LeaseError>>,
     },
 }
 
 /// An answer held back until its batch is on disk.
 enum Pending {
     Allocated(oneshot::Sender<Result<Allocation, LeaseError>>, Allocation),
-    Released(
-        oneshot::Sender<Result<LeaseRecord, LeaseError>>,
-        LeaseRecord,
-    ),
+    Released(oneshot::Sender<Result<EndedLease, LeaseError>>, EndedLease),
     Expired(
-        oneshot::Sender<Result<Vec<LeaseRecord>, LeaseError>>,
-        Vec<LeaseRecord>,
+        oneshot::Sender<Result<Vec<EndedLease>, LeaseError>>,
+        Vec<EndedLease>,
     ),
 }
 
@@ -117,10 +185,11 @@ pub struct LeaseService {
 
 impl LeaseService {
     /// Loads the store, creates missing server keys, ends leases that no longer fit the
-    /// configuration, and starts the writer.
+    /// configuration, prunes history older than `history_retention`, and starts the writer.
     pub fn start(
         store: Store,
         specs: &[PoolSpec],
+        history_retention: Duration,
         clock: Arc<dyn Clock>,
         observer: Option<Arc<dyn LeaseObserver>>,
     ) -> Result<Arc<Self>, StoreError> {
@@ -130,19 +199,15 @@ impl LeaseService {
         let mut templates = Vec::new();
         for spec in specs {
             let exit_id = spec.exit_id();
-            let key = snapshot
-                .exits
-                .iter()
-                .find(|e| e.id == exit_id)
-                .and_then(|e| PrivateKey::from_base64(&e.private_key).ok());
-            let key = match key {
-                Some(k) => k,
+            let stored = snapshot.exits.iter().find(|e| e.id == exit_id);
+            let key = match stored {
+                Some(e) => e.private_key.clone(),
                 None => {
                     let k = PrivateKey::generate();
                     log::info!("pool {}: new server key {}", spec.subnet, k.public_key());
                     ops.push(StoreOp::PutExit(ExitRecord {
                         id: exit_id.clone(),
-                        private_key: k.to_base64(),
+                        private_key: k.clone(),
                         created_at: now,
                     }));
                     k
@@ -172,6 +237,13 @@ impl LeaseService {
         }
         ops.extend(orphans.into_iter().map(StoreOp::EndLease));
         store.apply(&ops)?;
+        let pruned = prune_all(&store, history_cutoff(now, history_retention))?;
+        if pruned > 0 {
+            log::info!(
+                "{pruned} ended lease(s) older than {} deleted (store.history_retention)",
+                humantime::format_duration(history_retention)
+            );
+        }
         if let Some(obs) = &observer {
             book.active().for_each(|lease| obs.lease_started(lease));
         }
@@ -203,13 +275,73 @@ impl LeaseService {
         }))
     }
 
-    /// Read access to the book (never blocks on the disk).
-    pub fn read(&self) -> RwLockReadGuard<'_, LeaseBook> {
+    /// The book, for one query (never blocks on the disk). Private: callers get views.
+    fn read(&self) -> RwLockReadGuard<'_, LeaseBook> {
         self.book.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
+    /// Public hosts of all pools, each once, in configuration order.
+    pub fn list_hosts(&self) -> Vec<String> {
+        self.read().hosts()
+    }
+
+    /// Usage and active leases of the pools of `host` (all pools for `None`).
+    pub fn status(&self, host: Option<&str>) -> Result<StatusView, LeaseError> {
+        let as_of = self.clock.now_ms();
+        let book = self.read();
+        let (usage, leases) = book.usage(host).map_err(|e| LeaseError::UnknownHost(e.0))?;
+        let leases = leases
+            .into_iter()
+            .map(|l| LeaseView {
+                id: l.id,
+                address: l.address,
+                holder: l.holder.clone(),
+                allocated_at: l.allocated_at,
+                endpoint_host: book
+                    .pool_of(l.id)
+                    .map(|p| p.endpoint_host.clone())
+                    .unwrap_or_default(),
+                last_handshake: l.last_handshake,
+                rx_bytes: l.rx_bytes,
+                tx_bytes: l.tx_bytes,
+            })
+            .collect();
+        Ok(StatusView {
+            as_of,
+            usage,
+            leases,
+        })
+    }
+
+    /// Every pool's size and use, in configuration order.
+    pub fn pool_usage(&self) -> Vec<PoolUsage> {
+        self.read()
+            .pools()
+            .iter()
+            .map(|p| PoolUsage {
+                exit_id: p.exit_id.clone(),
+                subnet: p.subnet,
+                endpoint_host: p.endpoint_host.clone(),
+                total: p.total(),
+                in_use: p.in_use(),
+            })
+            .collect()
+    }
+
+    /// Every pool's server identity, for the data plane's exits.
+    pub fn exit_identities(&self) -> Vec<ExitIdentity> {
+        self.read()
+            .pools()
+            .iter()
+            .map(|p| ExitIdentity {
+                exit_id: p.exit_id.clone(),
+                key: p.server_key.clone(),
+            })
+            .collect()
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.read().active_count()
     }
 
     /// How many leases have ended, ever (the history table), if the store is open.
@@ -257,20 +389,28 @@ impl LeaseService {
         .await
     }
 
-    /// Releases the active lease of a client public key (base64). Returns once durable.
-    pub async fn release(&self, public_key: String) -> Result<LeaseRecord, LeaseError> {
+    /// Releases the active lease of a client public key. Returns once durable.
+    pub async fn release(&self, public_key: PublicKey) -> Result<EndedLease, LeaseError> {
         self.ask(|reply| Command::Release { public_key, reply })
             .await
     }
 
     /// Ends every client lease idle for `idle_after`; returns them once durable.
-    pub async fn expire_idle(&self, idle_after: Duration) -> Result<Vec<LeaseRecord>, LeaseError> {
+    pub async fn expire_idle(&self, idle_after: Duration) -> Result<Vec<EndedLease>, LeaseError> {
         self.ask(|reply| Command::ExpireIdle { idle_after, reply })
             .await
     }
 
+    /// Deletes one batch (at most [`PRUNE_BATCH`]) of ended leases older than `retention`;
+    /// returns how many went.
+    pub async fn prune_history(&self, retention: Duration) -> Result<usize, LeaseError> {
+        let before = history_cutoff(self.clock.now_ms(), retention);
+        self.ask(|reply| Command::PruneHistory { before, reply })
+            .await
+    }
+
     /// Activity from the data plane: a handshake completed for this client key.
-    pub fn note_handshake(&self, public_key: &str, at: UnixMillis) -> bool {
+    pub fn note_handshake(&self, public_key: &PublicKey, at: UnixMillis) -> bool {
         self.book
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -278,18 +418,11 @@ impl LeaseService {
     }
 
     /// Traffic counters from the data plane (received bytes growing is activity).
-    pub fn note_traffic(&self, public_key: &str, at: UnixMillis, rx: u64, tx: u64) -> bool {
+    pub fn note_traffic(&self, public_key: &PublicKey, at: UnixMillis, rx: u64, tx: u64) -> bool {
         self.book
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .note_traffic(public_key, at, rx, tx)
-    }
-
-    /// Usage of the pools of `host` (all for `None`).
-    pub fn usage(&self, host: Option<&str>) -> Result<(Usage, Vec<LeaseRecord>), LeaseError> {
-        let book = self.read();
-        let (usage, leases) = book.usage(host).map_err(|e| LeaseError::UnknownHost(e.0))?;
-        Ok((usage, leases.into_iter().cloned().collect()))
     }
 
     /// Stops the writer after it has finished every queued command.
@@ -307,25 +440,25 @@ impl LeaseService {
         self.store.write().unwrap_or_else(|e| e.into_inner()).take();
     }
 
-    /// Runs `expire_idle` every `every` until `shutdown` resolves.
+    /// Every `sweep.every` until `shutdown` resolves: ends idle client leases, then deletes
+    /// one batch of history past its retention.
     pub fn spawn_sweeper(
         self: &Arc<Self>,
-        idle_after: Duration,
-        every: Duration,
-        metrics: Arc<crate::metrics::Metrics>,
+        sweep: Sweep,
+        metrics: Arc<Metrics>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let service = Arc::clone(self);
         let mut shutdown = shutdown;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            let mut tick = tokio::time::interval(sweep.every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = shutdown.changed() => return,
                 }
-                match service.expire_idle(idle_after).await {
+                match service.expire_idle(sweep.idle_after).await {
                     Ok(ended) => {
                         metrics.count_expirations(ended.len() as u64);
                         for l in ended {
@@ -334,15 +467,38 @@ impl LeaseService {
                                 l.id,
                                 l.address,
                                 holder_label(&l.holder),
-                                humantime::format_duration(idle_after)
+                                humantime::format_duration(sweep.idle_after)
                             );
                         }
                     }
                     Err(LeaseError::ShuttingDown) => return,
                     Err(e) => log::error!("idle sweep failed: {e}"),
                 }
+                match service.prune_history(sweep.history_retention).await {
+                    Ok(0) => {}
+                    Ok(n) => log::info!("{n} ended lease(s) past store.history_retention deleted"),
+                    Err(LeaseError::ShuttingDown) => return,
+                    Err(e) => log::error!("history pruning failed: {e}"),
+                }
             }
         })
+    }
+}
+
+/// History that ended before this instant is past its retention.
+fn history_cutoff(now: UnixMillis, retention: Duration) -> UnixMillis {
+    now.saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Prunes in batches until nothing older than `before` is left; returns how many went.
+fn prune_all(store: &Store, before: UnixMillis) -> Result<usize, StoreError> {
+    let mut total = 0;
+    loop {
+        let n = store.prune_ended(before, PRUNE_BATCH)?;
+        total += n;
+        if n < PRUNE_BATCH {
+            return Ok(total);
+        }
     }
 }
 
@@ -398,14 +554,32 @@ impl Worker {
     fn process(&self, batch: Vec<Command>) {
         let mut ops = Vec::new();
         let mut pending = Vec::new();
+        let mut prunes = Vec::new();
         {
             let mut book = self.write_book();
             let now = self.clock.now_ms();
             for command in batch {
-                self.apply(&mut book, command, now, &mut ops, &mut pending);
+                match command {
+                    Command::PruneHistory { before, reply } => prunes.push((before, reply)),
+                    command => self.apply(&mut book, command, now, &mut ops, &mut pending),
+                }
             }
         }
-        match self.store.apply(&ops) {
+        self.commit(&ops, pending);
+        // History pruning touches no lease in the book: its own (bounded) transaction.
+        for (before, reply) in prunes {
+            let pruned = self
+                .store
+                .prune_ended(before, PRUNE_BATCH)
+                .map_err(|e| LeaseError::Storage(e.to_string()));
+            drop(reply.send(pruned));
+        }
+    }
+
+    /// Writes the batch's changes, then answers (or, if the commit failed, rebuilds the book
+    /// and answers every caller with the error).
+    fn commit(&self, ops: &[StoreOp], pending: Vec<Pending>) {
+        match self.store.apply(ops) {
             Ok(()) => {
                 for p in pending {
                     self.notify(&p);
@@ -454,7 +628,7 @@ impl Worker {
                             return;
                         };
                         let allocation = Allocation {
-                            server_public_key: pool.server_public_key.to_base64(),
+                            server_public_key: pool.server_public_key,
                             endpoint_host: pool.endpoint_host.clone(),
                             prefix_len: pool.subnet.prefix_len(),
                             lease: lease.clone(),
@@ -477,7 +651,7 @@ impl Worker {
                 }
             }
             Command::ExpireIdle { idle_after, reply } => {
-                let ended: Vec<LeaseRecord> = book
+                let ended: Vec<EndedLease> = book
                     .idle_client_leases(now, idle_after)
                     .into_iter()
                     .filter_map(|id| book.end(id, now, EndReason::Idle, None))
@@ -485,6 +659,8 @@ impl Worker {
                 ops.extend(ended.iter().cloned().map(StoreOp::EndLease));
                 pending.push(Pending::Expired(reply, ended));
             }
+            // Taken out by `process` before it gets here.
+            Command::PruneHistory { reply, .. } => drop(reply.send(Ok(0))),
         }
     }
 
@@ -511,5 +687,99 @@ impl Worker {
             }
             Err(e) => log::error!("cannot reload leases after a failed commit: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::Ended;
+
+    fn spec() -> PoolSpec {
+        PoolSpec {
+            subnet: "10.8.0.0/24".parse().unwrap(),
+            keys: 4,
+            endpoint_host: "h".into(),
+        }
+    }
+
+    fn ended(id: LeaseId, at: UnixMillis) -> StoreOp {
+        let key = PrivateKey::generate();
+        StoreOp::EndLease(EndedLease {
+            id,
+            exit: "vpn:10.8.0.0/24".into(),
+            address: Ipv4Addr::new(10, 8, 0, 2),
+            public_key: key.public_key(),
+            holder: Holder::Client {
+                ip: [192, 0, 2, 1].into(),
+            },
+            allocated_at: at,
+            last_heartbeat: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            ended: Ended {
+                at,
+                reason: EndReason::Released,
+                report: None,
+            },
+        })
+    }
+
+    #[test]
+    fn history_past_its_retention_is_pruned_at_start_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let day = 24 * 3600 * 1000;
+        let now = 100 * day;
+        {
+            // More old history than one batch, and a little recent history.
+            let store = Store::open(&path).unwrap();
+            let mut ops: Vec<_> = (1..=2500)
+                .map(|id| ended(id, now - 40 * day + id))
+                .collect();
+            ops.extend((2501..=2510).map(|id| ended(id, now - day)));
+            store.apply(&ops).unwrap();
+        }
+        let clock = Arc::new(ManualClock::new(now));
+        let service = LeaseService::start(
+            Store::open(&path).unwrap(),
+            &[spec()],
+            Duration::from_secs(30 * 24 * 3600),
+            clock,
+            None,
+        )
+        .unwrap();
+        assert_eq!(service.history_len(), Some(10));
+        service.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_goes_to_history_and_is_pruned_after_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let retention = Duration::from_secs(3600);
+        let service = LeaseService::start(
+            Store::open(&dir.path().join("s.redb")).unwrap(),
+            &[spec()],
+            retention,
+            Arc::clone(&clock) as Arc<dyn Clock>,
+            None,
+        )
+        .unwrap();
+        let a = service
+            .allocate(None, Holder::Agent { id: "x".into() })
+            .await
+            .unwrap();
+        let ended = service.release(a.lease.public_key).await.unwrap();
+        assert_eq!(ended.public_key, a.lease.public_key);
+        assert_eq!(service.history_len(), Some(1));
+        clock.advance(retention);
+        assert_eq!(service.prune_history(retention).await.unwrap(), 0);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(service.prune_history(retention).await.unwrap(), 1);
+        assert_eq!(service.history_len(), Some(0));
+        service.shutdown();
     }
 }

@@ -4,7 +4,8 @@
 //! re-enumeration — and never spinning on EOF), runs the profile's setup and identity queries,
 //! reads all the time (URCs update registration), refreshes status periodically, and runs
 //! toggles by driving the pure [`Ladder`] with real commands. Its state is published in a
-//! [`ModemStatus`] that the HTTP side reads without talking to the actor.
+//! [`ModemStatus`] (plain domain data; the API layer owns its wire shape) that the HTTP side
+//! reads without talking to the actor.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -12,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
@@ -20,7 +20,7 @@ use super::ipcheck;
 use super::ladder::{Action, Ladder, Limits, Outcome};
 use super::parse::{self, Category, Parsed, RegStat};
 use super::port::{open_serial, AtPort, PortError};
-use super::profile::{Profile, Query, Vars};
+use super::profile::{Profile, Query, StepKind, Vars};
 use crate::clock::{Clock, UnixMillis};
 
 /// Everything an actor needs to know about its modem.
@@ -56,7 +56,7 @@ impl Default for Timing {
 }
 
 /// The last toggle's result.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToggleRecord {
     pub started_at: UnixMillis,
     pub elapsed_ms: u64,
@@ -70,16 +70,16 @@ pub struct ToggleRecord {
 }
 
 /// A toggle in progress.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToggleProgress {
     pub started_at: UnixMillis,
     pub step: Option<String>,
-    pub kind: Option<String>,
+    pub kind: Option<StepKind>,
     pub attempt: Option<u32>,
     pub activity: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SignalStatus {
     pub tech: Option<String>,
     pub rssi_dbm: Option<f64>,
@@ -102,22 +102,29 @@ impl From<parse::Signal> for SignalStatus {
     }
 }
 
+/// Whether the actor holds its serial port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortState {
+    Open,
+    /// The device is gone (or not there yet); `port_error` says why.
+    Absent,
+}
+
 /// What operators see of a modem.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModemStatus {
     pub number: u32,
     pub port: String,
     pub profile: String,
     pub netdev: String,
-    /// `open`, or `absent` while the device is gone.
-    pub port_state: &'static str,
+    pub port_state: PortState,
     pub port_error: Option<String>,
     pub manufacturer: Option<String>,
     pub model: Option<String>,
     pub revision: Option<String>,
     pub imei: Option<String>,
     pub iccid: Option<String>,
-    pub registration: Option<&'static str>,
+    pub registration: Option<RegStat>,
     pub operator: Option<String>,
     pub signal: Option<SignalStatus>,
     pub ip: Option<IpAddr>,
@@ -127,18 +134,6 @@ pub struct ModemStatus {
     pub toggle_failures: u64,
     pub port_opens: u64,
     pub garbage_lines: u64,
-}
-
-pub fn reg_name(stat: RegStat) -> &'static str {
-    match stat {
-        RegStat::NotRegistered => "not_registered",
-        RegStat::Home => "home",
-        RegStat::Searching => "searching",
-        RegStat::Denied => "denied",
-        RegStat::Unknown => "unknown",
-        RegStat::Roaming => "roaming",
-        RegStat::EmergencyOnly => "emergency_only",
-    }
 }
 
 pub(super) struct ToggleRequest {
@@ -177,7 +172,7 @@ pub fn spawn(
         port: spec.port.display().to_string(),
         profile: spec.profile.name.clone(),
         netdev: spec.netdev.clone(),
-        port_state: "absent",
+        port_state: PortState::Absent,
         port_error: None,
         manufacturer: None,
         model: None,
@@ -310,7 +305,7 @@ impl Actor {
             self.spec.port.display()
         );
         self.publish(|s| {
-            s.port_state = "absent";
+            s.port_state = PortState::Absent;
             s.port_error = Some(why.to_owned());
         });
     }
@@ -321,7 +316,7 @@ impl Actor {
             Ok(stream) => {
                 self.port = Some(AtPort::new(stream));
                 self.publish(|s| {
-                    s.port_state = "open";
+                    s.port_state = PortState::Open;
                     s.port_error = None;
                     s.port_opens += 1;
                 });
@@ -335,7 +330,7 @@ impl Actor {
             }
             Err(e) => {
                 self.publish(|s| {
-                    s.port_state = "absent";
+                    s.port_state = PortState::Absent;
                     s.port_error = Some(e.to_string());
                 });
                 false
@@ -410,7 +405,7 @@ impl Actor {
     async fn registration(&mut self) -> Option<RegStat> {
         match self.first(Category::Registration).await {
             Some(Parsed::Registration(r)) => {
-                self.publish(|s| s.registration = Some(reg_name(r.stat)));
+                self.publish(|s| s.registration = Some(r.stat));
                 Some(r.stat)
             }
             _ => None,
@@ -469,7 +464,7 @@ impl Actor {
                 continue;
             }
             if let Ok(reg) = parse::registration_urc(&line) {
-                self.publish(|s| s.registration = Some(reg_name(reg.stat)));
+                self.publish(|s| s.registration = Some(reg.stat));
                 if let Some(l) = ladder.as_deref_mut() {
                     l.on_registration(reg.stat, std::time::Instant::now());
                 }
@@ -530,7 +525,7 @@ impl Actor {
                 self.publish(|s| {
                     if let Some(t) = s.toggle.as_mut() {
                         t.step = Some(p.name.clone());
-                        t.kind = Some(p.kind.as_str().to_owned());
+                        t.kind = Some(p.kind);
                         t.attempt = Some(p.attempt);
                         t.activity = p.activity.clone();
                     }

@@ -138,7 +138,6 @@ async fn fetch(target: &CheckUrl, netdev: &str) -> Result<IpAddr, String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -164,7 +164,6 @@ pub fn parse(kind: ParserKind, lines: &[String]) -> Result<Parsed, ParseError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
 

@@ -183,7 +183,6 @@ impl AtPort {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// A scripted modem on the other end of an in-memory pipe.

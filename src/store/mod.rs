@@ -1,4 +1,4 @@
-//! The store: one redb file holding server identities and leases.
+//! The store: one redb file holding server identities, active leases and lease history.
 //!
 //! Owns the file (created 0600, since it holds private keys), the table layout and the schema
 //! version. The store is not taken as found ([`Store::open`]):
@@ -11,9 +11,11 @@
 //!   install into an outage; the other cases are refused because edgeward cannot tell a
 //!   planted file from a mistake.
 //!
-//! Refusals are [`StoreError::Unsafe`], naming the path and the fix. Callers see typed records and a batch API: [`Store::apply`] writes a whole batch in
-//! one durable transaction, which is what lets the lease service commit many requests per
-//! fsync. Nothing outside this module names a redb table.
+//! Refusals are [`StoreError::Unsafe`], naming the path and the fix. Callers see typed records and a
+//! batch API: [`Store::apply`] writes a whole batch in one durable transaction, which is what
+//! lets the lease service commit many requests per fsync. History is kept without private keys
+//! and is pruned by end time ([`Store::prune_ended`], through an index by end time); the schema
+//! version has migrations. Nothing outside this module names a redb table.
 
 pub mod records;
 
@@ -26,15 +28,22 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use records::{EndReason, Ended, ExitRecord, Holder, LeaseId, LeaseRecord};
+pub use records::{EndReason, Ended, EndedLease, ExitRecord, Holder, LeaseId, LeaseRecord};
 
-/// The layout this build reads and writes. Bump it with a migration in [`Store::open`].
-pub const SCHEMA_VERSION: u64 = 1;
+use crate::clock::UnixMillis;
+
+/// The layout this build reads and writes. Bump it with a migration in `check_schema`.
+///
+/// - 1: exits, active leases, ended leases (which still held their private keys).
+/// - 2: ended leases without private keys, plus `leases_ended_at` (end time, id) for pruning.
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const EXITS: TableDefinition<&str, &[u8]> = TableDefinition::new("exits");
 const LEASES_ACTIVE: TableDefinition<u64, &[u8]> = TableDefinition::new("leases_active");
 const LEASES_ENDED: TableDefinition<u64, &[u8]> = TableDefinition::new("leases_ended");
+/// `(ended at, lease id)` for every row of `leases_ended`: history in the order it expires.
+const LEASES_ENDED_AT: TableDefinition<(u64, u64), ()> = TableDefinition::new("leases_ended_at");
 
 const KEY_SCHEMA: &str = "schema_version";
 
@@ -75,8 +84,8 @@ pub enum StoreOp {
     PutExit(ExitRecord),
     /// Insert or update an active lease.
     PutLease(LeaseRecord),
-    /// Move a lease (with `ended` set) from the active table to history.
-    EndLease(LeaseRecord),
+    /// Move a lease from the active table to history.
+    EndLease(EndedLease),
 }
 
 pub struct Store {
@@ -133,7 +142,16 @@ impl Store {
                     })
                 }
                 Some(v) if v == SCHEMA_VERSION => {}
-                // New file (or, one day, an older layout to migrate here).
+                Some(1) => {
+                    let n = self.scrub_history(&txn)?;
+                    log::info!(
+                        "store {}: schema 1 -> {SCHEMA_VERSION}: {n} ended lease(s) kept without their private keys",
+                        self.path.display()
+                    );
+                    meta.insert(KEY_SCHEMA, SCHEMA_VERSION)
+                        .map_err(|e| self.db_err(e))?;
+                }
+                // A new file.
                 _ => {
                     meta.insert(KEY_SCHEMA, SCHEMA_VERSION)
                         .map_err(|e| self.db_err(e))?;
@@ -143,8 +161,45 @@ impl Store {
             txn.open_table(EXITS).map_err(|e| self.db_err(e))?;
             txn.open_table(LEASES_ACTIVE).map_err(|e| self.db_err(e))?;
             txn.open_table(LEASES_ENDED).map_err(|e| self.db_err(e))?;
+            txn.open_table(LEASES_ENDED_AT)
+                .map_err(|e| self.db_err(e))?;
         }
         txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Migration 1 -> 2: rewrites every ended lease as an [`EndedLease`] (which has no
+    /// private key) and indexes it by end time. Returns how many were rewritten.
+    fn scrub_history(&self, txn: &redb::WriteTransaction) -> Result<usize, StoreError> {
+        let mut ended = txn.open_table(LEASES_ENDED).map_err(|e| self.db_err(e))?;
+        let mut by_time = txn
+            .open_table(LEASES_ENDED_AT)
+            .map_err(|e| self.db_err(e))?;
+        let mut rows = Vec::new();
+        for row in ended.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let id = k.value();
+            rows.push(self.decode::<_, EndedLease>("leases_ended", id, v.value())?);
+        }
+        for lease in &rows {
+            self.put_ended(&mut ended, &mut by_time, lease)?;
+        }
+        Ok(rows.len())
+    }
+
+    /// Writes one history row and its entry in the end-time index.
+    fn put_ended(
+        &self,
+        ended: &mut redb::Table<u64, &[u8]>,
+        by_time: &mut redb::Table<(u64, u64), ()>,
+        lease: &EndedLease,
+    ) -> Result<(), StoreError> {
+        ended
+            .insert(lease.id, encode(lease).as_slice())
+            .map_err(|e| self.db_err(e))?;
+        by_time
+            .insert((lease.ended.at, lease.id), ())
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
     }
 
     /// Reads the schema version recorded in the file.
@@ -188,7 +243,7 @@ impl Store {
     }
 
     /// Looks a lease up in history (ended leases).
-    pub fn ended_lease(&self, id: LeaseId) -> Result<Option<LeaseRecord>, StoreError> {
+    pub fn ended_lease(&self, id: LeaseId) -> Result<Option<EndedLease>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let ended = txn.open_table(LEASES_ENDED).map_err(|e| self.db_err(e))?;
         let row = ended.get(id).map_err(|e| self.db_err(e))?;
@@ -203,6 +258,39 @@ impl Store {
         ended.len().map_err(|e| self.db_err(e))
     }
 
+    /// Deletes up to `max` ended leases that ended before `before`, oldest first, in one
+    /// durable transaction. Returns how many went; fewer than `max` means none are left.
+    pub fn prune_ended(&self, before: UnixMillis, max: usize) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let doomed = {
+            let mut by_time = txn
+                .open_table(LEASES_ENDED_AT)
+                .map_err(|e| self.db_err(e))?;
+            let mut ended = txn.open_table(LEASES_ENDED).map_err(|e| self.db_err(e))?;
+            let mut doomed = Vec::new();
+            for row in by_time
+                .range(..(before, 0))
+                .map_err(|e| self.db_err(e))?
+                .take(max)
+            {
+                let (k, _) = row.map_err(|e| self.db_err(e))?;
+                doomed.push(k.value());
+            }
+            for (at, id) in &doomed {
+                by_time.remove((*at, *id)).map_err(|e| self.db_err(e))?;
+                ended.remove(*id).map_err(|e| self.db_err(e))?;
+            }
+            doomed.len()
+        };
+        if doomed == 0 {
+            // Nothing changed: no commit, no fsync.
+            txn.abort().map_err(|e| self.db_err(e))?;
+            return Ok(0);
+        }
+        txn.commit().map_err(|e| self.db_err(e))?;
+        Ok(doomed)
+    }
+
     /// Writes a batch in ONE transaction and returns once it is on disk (fsync'd).
     pub fn apply(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
         if ops.is_empty() {
@@ -213,6 +301,9 @@ impl Store {
             let mut exits = txn.open_table(EXITS).map_err(|e| self.db_err(e))?;
             let mut active = txn.open_table(LEASES_ACTIVE).map_err(|e| self.db_err(e))?;
             let mut ended = txn.open_table(LEASES_ENDED).map_err(|e| self.db_err(e))?;
+            let mut by_time = txn
+                .open_table(LEASES_ENDED_AT)
+                .map_err(|e| self.db_err(e))?;
             for op in ops {
                 match op {
                     StoreOp::PutExit(exit) => {
@@ -227,9 +318,7 @@ impl Store {
                     }
                     StoreOp::EndLease(lease) => {
                         active.remove(lease.id).map_err(|e| self.db_err(e))?;
-                        ended
-                            .insert(lease.id, encode(lease).as_slice())
-                            .map_err(|e| self.db_err(e))?;
+                        self.put_ended(&mut ended, &mut by_time, lease)?;
                     }
                 }
             }
@@ -365,16 +454,17 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::keys::PrivateKey;
 
     fn lease(id: LeaseId) -> LeaseRecord {
+        let key = PrivateKey::generate();
         LeaseRecord {
             id,
             exit: "vpn:10.8.0.0/24".into(),
             address: std::net::Ipv4Addr::new(10, 8, 0, 2),
-            private_key: "k".into(),
-            public_key: format!("p{id}"),
+            public_key: key.public_key(),
+            private_key: key,
             holder: Holder::Client {
                 ip: "192.0.2.1".parse().unwrap(),
             },
@@ -383,8 +473,41 @@ mod tests {
             last_handshake: None,
             rx_bytes: 0,
             tx_bytes: 0,
-            ended: None,
         }
+    }
+
+    fn ended(lease: LeaseRecord, at: UnixMillis) -> EndedLease {
+        lease.end(Ended {
+            at,
+            reason: EndReason::Released,
+            report: None,
+        })
+    }
+
+    /// Writes a row straight into the file, as an older edgeward or a damaged disk would.
+    fn put_raw(store: &Store, table: TableDefinition<u64, &[u8]>, id: u64, bytes: &[u8]) {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(table).unwrap().insert(id, bytes).unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn set_schema(store: &Store, version: u64) {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(KEY_SCHEMA, version)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// Every value of a table, as stored.
+    fn raw_rows(store: &Store, table: TableDefinition<u64, &[u8]>) -> Vec<String> {
+        let txn = store.db.begin_read().unwrap();
+        let t = txn.open_table(table).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|r| String::from_utf8(r.unwrap().1.value().to_vec()).unwrap())
+            .collect()
     }
 
     #[test]
@@ -404,35 +527,132 @@ mod tests {
     fn batches_survive_reopen_and_ending_moves_to_history() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
+        let (one, two) = (lease(1), lease(2));
+        let exit_key = PrivateKey::generate();
         {
             let store = Store::open(&path).unwrap();
-            let mut ended = lease(2);
-            ended.ended = Some(Ended {
-                at: 5,
-                reason: EndReason::Released,
-                report: None,
-            });
             store
                 .apply(&[
                     StoreOp::PutExit(ExitRecord {
                         id: "vpn:x".into(),
-                        private_key: "pk".into(),
+                        private_key: exit_key.clone(),
                         created_at: 1,
                     }),
-                    StoreOp::PutLease(lease(1)),
-                    StoreOp::PutLease(lease(2)),
-                    StoreOp::EndLease(ended),
+                    StoreOp::PutLease(one.clone()),
+                    StoreOp::PutLease(two.clone()),
+                    StoreOp::EndLease(ended(two.clone(), 5)),
                 ])
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
         let snap = store.load().unwrap();
         assert_eq!(snap.exits.len(), 1);
-        assert_eq!(snap.active_leases, vec![lease(1)]);
+        assert_eq!(
+            snap.exits[0].private_key.public_key(),
+            exit_key.public_key()
+        );
+        let active: Vec<_> = snap
+            .active_leases
+            .iter()
+            .map(|l| (l.id, l.public_key))
+            .collect();
+        assert_eq!(active, vec![(1, one.public_key)]);
+        assert_eq!(
+            snap.active_leases[0].private_key.to_base64(),
+            one.private_key.to_base64()
+        );
         assert_eq!(snap.next_lease_id, 3);
         assert_eq!(store.ended_count().unwrap(), 1);
         let old = store.ended_lease(2).unwrap().unwrap();
-        assert_eq!(old.ended.unwrap().reason, EndReason::Released);
+        assert_eq!(old.ended.reason, EndReason::Released);
+        assert_eq!(old.public_key, two.public_key);
+        // History holds the public key and not the private one.
+        let rows = raw_rows(&store, LEASES_ENDED);
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].contains(&two.public_key.to_base64()), "{}", rows[0]);
+        assert!(
+            !rows[0].contains(&two.private_key.to_base64()),
+            "{}",
+            rows[0]
+        );
+        assert!(!rows[0].contains("private_key"), "{}", rows[0]);
+    }
+
+    #[test]
+    fn keys_are_stored_as_base64_text_and_a_bad_one_names_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let l = lease(4);
+        store.apply(&[StoreOp::PutLease(l.clone())]).unwrap();
+        let row = raw_rows(&store, LEASES_ACTIVE).remove(0);
+        assert!(
+            row.contains(&format!("\"public_key\":\"{}\"", l.public_key.to_base64())),
+            "{row}"
+        );
+        let bad = row.replace(&l.public_key.to_base64(), "not-a-key");
+        put_raw(&store, LEASES_ACTIVE, 4, bad.as_bytes());
+        let err = store.load().unwrap_err().to_string();
+        assert!(
+            err.contains("leases_active")
+                && err.contains("record 4")
+                && err.contains("not a WireGuard key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn schema_1_history_is_scrubbed_of_private_keys_and_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let old = lease(7);
+        let secret = old.private_key.to_base64();
+        {
+            // A version-1 file: the ended lease was stored whole, private key included.
+            let store = Store::open(&path).unwrap();
+            let mut v1 = serde_json::to_value(&old).unwrap();
+            v1["ended"] = serde_json::json!({"at": 50, "reason": "idle"});
+            set_schema(&store, 1);
+            put_raw(&store, LEASES_ENDED, 7, &serde_json::to_vec(&v1).unwrap());
+            assert!(raw_rows(&store, LEASES_ENDED)[0].contains(&secret));
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let rows = raw_rows(&store, LEASES_ENDED);
+        assert!(!rows[0].contains(&secret), "{}", rows[0]);
+        assert!(!rows[0].contains("private_key"), "{}", rows[0]);
+        let kept = store.ended_lease(7).unwrap().unwrap();
+        assert_eq!((kept.public_key, kept.ended.at), (old.public_key, 50));
+        assert_eq!(kept.ended.reason, EndReason::Idle);
+        // ... and it is indexed by its end time, so retention finds it.
+        assert_eq!(store.prune_ended(50, 10).unwrap(), 0);
+        assert_eq!(store.prune_ended(51, 10).unwrap(), 1);
+        assert_eq!(store.ended_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn pruning_goes_oldest_first_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        // Ids and end times in different orders: pruning follows the end time.
+        let ops: Vec<_> = [(1, 300), (2, 100), (3, 200), (4, 400), (5, 150)]
+            .into_iter()
+            .map(|(id, at)| StoreOp::EndLease(ended(lease(id), at)))
+            .collect();
+        store.apply(&ops).unwrap();
+        assert_eq!(store.prune_ended(250, 2).unwrap(), 2);
+        assert!(store.ended_lease(2).unwrap().is_none());
+        assert!(store.ended_lease(5).unwrap().is_none());
+        assert!(store.ended_lease(3).unwrap().is_some());
+        assert_eq!(store.prune_ended(250, 2).unwrap(), 1);
+        assert_eq!(store.prune_ended(250, 2).unwrap(), 0);
+        let left: Vec<_> = [1, 2, 3, 4, 5]
+            .into_iter()
+            .filter(|&id| store.ended_lease(id).unwrap().is_some())
+            .collect();
+        assert_eq!(left, vec![1, 4]);
+        assert_eq!(store.ended_count().unwrap(), 2);
+        // The next lease id still counts the pruned ones: ids are never reused.
+        assert_eq!(store.load().unwrap().next_lease_id, 5);
     }
 
     #[test]
@@ -441,12 +661,7 @@ mod tests {
         let path = dir.path().join("s.redb");
         {
             let store = Store::open(&path).unwrap();
-            let txn = store.db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(KEY_SCHEMA, SCHEMA_VERSION + 1)
-                .unwrap();
-            txn.commit().unwrap();
+            set_schema(&store, SCHEMA_VERSION + 1);
         }
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
@@ -544,12 +759,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::open(&path).unwrap();
-        let txn = store.db.begin_write().unwrap();
-        txn.open_table(LEASES_ACTIVE)
-            .unwrap()
-            .insert(7, b"not json".as_slice())
-            .unwrap();
-        txn.commit().unwrap();
+        put_raw(&store, LEASES_ACTIVE, 7, b"not json");
         let err = store.load().unwrap_err().to_string();
         assert!(err.contains("leases_active") && err.contains('7'), "{err}");
     }

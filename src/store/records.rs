@@ -1,21 +1,28 @@
 //! The typed records kept in the store. They are plain data (serde, JSON-encoded in redb) so
-//! that every domain can use them without touching redb.
+//! that every domain can use them without touching redb. Keys are typed ([`crate::keys`]) and
+//! stored as their base64 text; a record whose key does not parse is a corrupt record, named
+//! by table and id when the store is read.
+//!
+//! An active lease ([`LeaseRecord`]) holds the client's private key, because seed 001 hands
+//! the same key out again on renewal. An ended lease ([`EndedLease`]) is history: public key,
+//! times, reason and counters, and no private key — there is no field to put one in.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixMillis;
+use crate::keys::{PrivateKey, PublicKey};
 
 pub type LeaseId = u64;
 
 /// A WireGuard server identity (a VPN pool or a dongle exit).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExitRecord {
     /// Stable name, e.g. `vpn:10.8.0.0/24`.
     pub id: String,
-    /// Base64 X25519 private key, generated on first start.
-    pub private_key: String,
+    /// The exit's X25519 private key, generated on first start.
+    pub private_key: PrivateKey,
     pub created_at: UnixMillis,
 }
 
@@ -51,15 +58,15 @@ pub struct Ended {
     pub report: Option<serde_json::Value>,
 }
 
-/// One client's hold on a slot of an exit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One client's hold on a slot of an exit, while it lasts (the `leases_active` table).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaseRecord {
     pub id: LeaseId,
     pub exit: String,
     pub address: Ipv4Addr,
-    /// The client's key pair, minted for this lease only (base64).
-    pub private_key: String,
-    pub public_key: String,
+    /// The client's key pair, minted for this lease only.
+    pub private_key: PrivateKey,
+    pub public_key: PublicKey,
     pub holder: Holder,
     pub allocated_at: UnixMillis,
     #[serde(default)]
@@ -70,8 +77,26 @@ pub struct LeaseRecord {
     pub rx_bytes: u64,
     #[serde(default)]
     pub tx_bytes: u64,
+}
+
+/// A lease that ended (the `leases_ended` table): what it was, without its private key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndedLease {
+    pub id: LeaseId,
+    pub exit: String,
+    pub address: Ipv4Addr,
+    pub public_key: PublicKey,
+    pub holder: Holder,
+    pub allocated_at: UnixMillis,
     #[serde(default)]
-    pub ended: Option<Ended>,
+    pub last_heartbeat: Option<UnixMillis>,
+    #[serde(default)]
+    pub last_handshake: Option<UnixMillis>,
+    #[serde(default)]
+    pub rx_bytes: u64,
+    #[serde(default)]
+    pub tx_bytes: u64,
+    pub ended: Ended,
 }
 
 impl LeaseRecord {
@@ -81,5 +106,22 @@ impl LeaseRecord {
             .into_iter()
             .flatten()
             .fold(self.allocated_at, u64::max)
+    }
+
+    /// The history record of this lease, ending now: the private key stays behind.
+    pub fn end(self, ended: Ended) -> EndedLease {
+        EndedLease {
+            id: self.id,
+            exit: self.exit,
+            address: self.address,
+            public_key: self.public_key,
+            holder: self.holder,
+            allocated_at: self.allocated_at,
+            last_heartbeat: self.last_heartbeat,
+            last_handshake: self.last_handshake,
+            rx_bytes: self.rx_bytes,
+            tx_bytes: self.tx_bytes,
+            ended,
+        }
     }
 }

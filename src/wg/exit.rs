@@ -20,7 +20,7 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{HandshakeInit, TunnResult};
 use boringtun::x25519;
 
-use super::keys::{PrivateKey, PublicKey};
+use crate::keys::{PrivateKey, PublicKey};
 
 const LABEL_MAC1: &[u8; 8] = b"mac1----";
 /// mac1 and mac2, 16 bytes each, end every handshake message.
@@ -150,7 +150,6 @@ impl fmt::Debug for Exit {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use boringtun::noise::{Packet, Tunn};
 

@@ -212,7 +212,6 @@ pub fn restore_forwarding(previous: &str) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

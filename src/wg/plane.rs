@@ -55,8 +55,8 @@ use boringtun::noise::{HandshakeInit, Packet, Tunn, TunnResult};
 use rand_core::{OsRng, RngCore};
 
 use super::exit::{Admission, Exit, COOKIE_REPLY_LEN};
-use super::keys::{PrivateKey, PublicKey};
 use super::stats::{DropReason, Metrics, PeerStats};
+use crate::keys::{PrivateKey, PublicKey};
 
 /// Largest IP packet: the maximum of the IPv4 total-length field.
 pub const MAX_IP_PACKET: usize = 65_535;

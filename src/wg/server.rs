@@ -1,11 +1,13 @@
 //! The data plane's I/O shell: ONE dual-stack UDP socket for every exit, the TUN device (if
-//! any), a 250 ms tick, and the lease service on the other side.
+//! any), a 250 ms tick.
 //!
 //! It only shovels: datagrams and TUN packets go into [`DataPlane`], its outputs come out in
-//! order (send, write, events). Leases become peers through [`LeaseObserver`] (a channel, so the
-//! lease writer never waits for the network); handshakes and received traffic are reported
-//! back as lease activity, which drives idle release. Without a TUN it runs handshake-only:
-//! clients can connect, but decrypted packets have nowhere to go (counted, then dropped).
+//! order (send, write, events). It speaks only its own terms: exits ([`ExitSpec`]) at start,
+//! peers in through a [`PeerFeed`] (a channel, so whoever feeds it never waits for the
+//! network), and activity out through an [`ActivitySink`] (handshakes, received traffic). It
+//! knows nothing of leases: the app's wiring connects the lease service to both ends.
+//! Without a TUN it runs handshake-only: clients can connect, but decrypted packets have
+//! nowhere to go (counted, then dropped).
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -16,15 +18,14 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::keys::PublicKey;
 use super::plane::{
     DataPlane, Event, Output, PlaneConfig, MAX_DATAGRAM, MAX_IP_PACKET, TICK_INTERVAL,
 };
 use super::stats::Metrics;
 use super::tun::Tun;
-use crate::clock::Clock;
-use crate::lease::{LeaseObserver, LeaseService};
-use crate::store::LeaseRecord;
+use crate::clock::{Clock, UnixMillis};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::metrics::DataPlaneGauge;
 
 /// Live counters, refreshed every tick, read by `/metrics`. Per-lease numbers (last
 /// handshake, rx/tx) live in the lease records, where `/vpn_api/status` reads them.
@@ -35,48 +36,87 @@ pub struct WgView {
     pub active_sessions: usize,
 }
 
-enum Command {
-    AddPeer {
-        exit: String,
-        key: PublicKey,
-        address: std::net::Ipv4Addr,
-        lease: u64,
-    },
-    RemovePeer(PublicKey),
+/// One WireGuard server identity the plane answers for.
+#[derive(Debug, Clone)]
+pub struct ExitSpec {
+    pub id: String,
+    pub key: PrivateKey,
 }
 
-/// Feeds lease starts and ends to the data plane (implements [`LeaseObserver`]).
-#[derive(Clone)]
-pub struct PeerFeed(mpsc::UnboundedSender<Command>);
+/// A client allowed on an exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub exit: String,
+    pub key: PublicKey,
+    /// The one tunnel address its packets may come from.
+    pub address: std::net::Ipv4Addr,
+    /// The owner's id for this peer, carried into logs.
+    pub tag: u64,
+}
 
-impl LeaseObserver for PeerFeed {
-    fn lease_started(&self, lease: &LeaseRecord) {
-        let Ok(key) = PublicKey::from_base64(&lease.public_key) else {
-            return;
-        };
-        let _ = self.0.send(Command::AddPeer {
-            exit: lease.exit.clone(),
-            key,
-            address: lease.address,
-            lease: lease.id,
-        });
-    }
+/// Where the plane reports what its peers do. Called on the data-plane task: keep it quick.
+pub trait ActivitySink: Send + Sync {
+    /// A handshake with `peer` completed at `at`.
+    fn handshake(&self, peer: &PublicKey, at: UnixMillis);
+    /// `peer`'s byte counters at `at` (reported when received bytes grew).
+    fn traffic(&self, peer: &PublicKey, at: UnixMillis, rx_bytes: u64, tx_bytes: u64);
+}
 
-    fn lease_ended(&self, lease: &LeaseRecord) {
-        if let Ok(key) = PublicKey::from_base64(&lease.public_key) {
-            let _ = self.0.send(Command::RemovePeer(key));
+impl WgView {
+    /// The numbers `/metrics` shows.
+    pub fn gauge(&self) -> DataPlaneGauge {
+        let m = &self.metrics;
+        DataPlaneGauge {
+            handshakes: m.handshakes_completed,
+            cookie_replies: m.cookie_replies_sent,
+            peers: self.peers as u64,
+            sessions: self.active_sessions as u64,
+            udp_bytes_in: m.udp_bytes_in,
+            udp_bytes_out: m.udp_bytes_out,
+            tun_bytes_in: m.tun_bytes_in,
+            tun_bytes_out: m.tun_bytes_out,
+            drops: m.drops().map(|(r, n)| (r.as_str(), n)).collect(),
         }
     }
 }
 
-/// A feed and the receiving end the server will drain; made before the lease service starts,
-/// so restored leases are queued as peers from the first moment.
+enum Command {
+    AddPeer(Peer),
+    RemovePeer(PublicKey),
+}
+
+/// Adds and removes peers of a running (or not yet started) data plane.
+#[derive(Clone)]
+pub struct PeerFeed(mpsc::UnboundedSender<Command>);
+
+impl PeerFeed {
+    pub fn add(&self, peer: Peer) {
+        // Fails only once the plane has stopped, when peers no longer matter.
+        let _ = self.0.send(Command::AddPeer(peer));
+    }
+
+    pub fn remove(&self, key: PublicKey) {
+        let _ = self.0.send(Command::RemovePeer(key));
+    }
+}
+
+/// A feed and the receiving end the server will drain; made before the peers' owner starts,
+/// so its first peers are queued from the first moment.
 pub fn peer_feed() -> (PeerFeed, PeerQueue) {
     let (tx, rx) = mpsc::unbounded_channel();
     (PeerFeed(tx), PeerQueue(rx))
 }
 
 pub struct PeerQueue(mpsc::UnboundedReceiver<Command>);
+
+/// What the data plane is made of.
+pub struct WgSetup {
+    pub plane: PlaneConfig,
+    pub exits: Vec<ExitSpec>,
+    pub peers: PeerQueue,
+    pub activity: Arc<dyn ActivitySink>,
+    pub clock: Arc<dyn Clock>,
+}
 
 /// The running data plane.
 pub struct WgServer {
@@ -88,23 +128,19 @@ pub struct WgServer {
 }
 
 impl WgServer {
-    /// Binds `[::]:port` (dual-stack; `0.0.0.0:port` where IPv6 is off) and starts the loop
-    /// with the lease service's pools as exits.
+    /// Starts the loop on `socket` (see [`bind_udp`]) with `setup`'s exits.
     pub async fn start(
         socket: UdpSocket,
-        plane_config: PlaneConfig,
         tun: Option<Tun>,
-        leases: Arc<LeaseService>,
-        queue: PeerQueue,
-        clock: Arc<dyn Clock>,
+        setup: WgSetup,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
         let local_addr = socket.local_addr()?;
-        let mut plane = DataPlane::new(plane_config);
-        for pool in leases.read().pools() {
+        let mut plane = DataPlane::new(setup.plane);
+        for exit in &setup.exits {
             plane
-                .add_exit(pool.exit_id.clone(), &pool.server_key)
-                .map_err(|e| anyhow::anyhow!("exit {}: {e:?}", pool.exit_id))?;
+                .add_exit(exit.id.clone(), &exit.key)
+                .map_err(|e| anyhow::anyhow!("exit {}: {e:?}", exit.id))?;
         }
         let view = Arc::new(RwLock::new(WgView::default()));
         let carries_traffic = tun.is_some();
@@ -113,9 +149,9 @@ impl WgServer {
             socket,
             v6_socket: local_addr.is_ipv6(),
             tun,
-            queue: queue.0,
-            leases,
-            clock,
+            queue: setup.peers.0,
+            activity: setup.activity,
+            clock: setup.clock,
             view: Arc::clone(&view),
             last_rx: HashMap::new(),
         };
@@ -167,7 +203,7 @@ struct Shell {
     v6_socket: bool,
     tun: Option<Tun>,
     queue: mpsc::UnboundedReceiver<Command>,
-    leases: Arc<LeaseService>,
+    activity: Arc<dyn ActivitySink>,
     clock: Arc<dyn Clock>,
     view: Arc<RwLock<WgView>>,
     /// Received bytes at the last tick, to notice traffic (activity for idle release).
@@ -261,14 +297,14 @@ impl Shell {
 
     fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::AddPeer {
+            Command::AddPeer(Peer {
                 exit,
                 key,
                 address,
-                lease,
-            } => {
-                if let Err(e) = self.plane.add_peer(&exit, key, address, lease) {
-                    log::error!("lease {lease}: cannot add peer {key} to {exit}: {e:?}");
+                tag,
+            }) => {
+                if let Err(e) = self.plane.add_peer(&exit, key, address, tag) {
+                    log::error!("lease {tag}: cannot add peer {key} to {exit}: {e:?}");
                 }
             }
             Command::RemovePeer(key) => {
@@ -285,8 +321,7 @@ impl Shell {
                 lease_id,
                 ..
             } => {
-                let now = self.clock.now_ms();
-                self.leases.note_handshake(&public_key.to_base64(), now);
+                self.activity.handshake(&public_key, self.clock.now_ms());
                 log::debug!("lease {lease_id}: handshake with {public_key}");
             }
             Event::SessionExpired {
@@ -310,8 +345,8 @@ impl Shell {
             }
             let before = self.last_rx.insert(key, stats.rx_bytes).unwrap_or(0);
             if stats.rx_bytes != before {
-                self.leases
-                    .note_traffic(&key.to_base64(), now, stats.rx_bytes, stats.tx_bytes);
+                self.activity
+                    .traffic(&key, now, stats.rx_bytes, stats.tx_bytes);
             }
         }
         let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());

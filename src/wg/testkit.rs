@@ -1,7 +1,10 @@
-//! Test support for the data plane: an in-memory WireGuard client (a boringtun `Tunn` holding
-//! a lease's client key), IPv4/UDP packets built by hand, a clock that moves our `now` and
-//! boringtun's clock together, and helpers to read [`Output`]s. No sockets.
-#![allow(clippy::unwrap_used, clippy::panic)]
+//! Test support, shared by the data plane's unit tests and the integration tests (`tests/`):
+//! an independent WireGuard client (a boringtun `Tunn` holding a lease's client key, sockets
+//! left to the caller), IPv4/UDP packets built by hand, a clock that moves our `now` and
+//! boringtun's clock together, and helpers to read [`Output`]s.
+//!
+//! Not part of edgeward's interface (hidden from the docs); it panics on anything unexpected,
+//! because a test should.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -9,13 +12,19 @@ use std::time::{Duration, Instant};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 
-use super::keys::{PrivateKey, PublicKey};
 use super::plane::{DataPlane, Event, Output, PlaneConfig};
+use crate::keys::{PrivateKey, PublicKey};
 
 /// Our `now`, plus boringtun's per-thread mock clock when built with `mock-time`. Without that
 /// feature boringtun keeps its real clock and `advance` moves only `now`.
-pub(super) struct TestClock {
+pub struct TestClock {
     now: Instant,
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TestClock {
@@ -38,7 +47,7 @@ impl TestClock {
 
 /// What a client made of one datagram.
 #[derive(Debug, Default)]
-pub(super) struct Received {
+pub struct Received {
     /// Messages it wants to send back (to the server).
     pub replies: Vec<Vec<u8>>,
     /// IP packets it decrypted.
@@ -47,7 +56,7 @@ pub(super) struct Received {
 }
 
 /// A WireGuard client as a lease hands it out: its own key, the exit's public key, a slot.
-pub(super) struct Client {
+pub struct Client {
     pub key: PrivateKey,
     pub tunn: Tunn,
     pub addr: SocketAddr,
@@ -60,7 +69,7 @@ impl Client {
     }
 
     pub fn with_key(key: PrivateKey, server: PublicKey, slot: Ipv4Addr, addr: SocketAddr) -> Self {
-        let index = u32::from_le_bytes(key.public_key().0[..4].try_into().unwrap()) >> 8;
+        let index = client_index(&key.public_key());
         let tunn = Tunn::new(key.to_x25519(), server.to_x25519(), None, None, index, None);
         Self {
             key,
@@ -72,6 +81,14 @@ impl Client {
 
     pub fn public_key(&self) -> PublicKey {
         self.key.public_key()
+    }
+
+    /// A client for a lease as the API handed it out: `private_key` and `server_pubkey` are
+    /// the allocation's base64 fields.
+    pub fn from_allocation(private_key: &str, server_pubkey: &str, addr: SocketAddr) -> Self {
+        let key = PrivateKey::from_base64(private_key).expect("allocate returns a private key");
+        let server = PublicKey::from_base64(server_pubkey).expect("allocate returns a server key");
+        Self::with_key(key, server, Ipv4Addr::UNSPECIFIED, addr)
     }
 
     /// A fresh handshake initiation (forced, as a retry would be).
@@ -124,8 +141,14 @@ impl Client {
     }
 }
 
+/// A receiver index for a client: derived from its key, so two clients rarely share one.
+fn client_index(key: &PublicKey) -> u32 {
+    let [a, b, c, d, ..] = key.0;
+    u32::from_le_bytes([a, b, c, d]) >> 8
+}
+
 /// A plane with one exit, a clock, and an address counter for clients.
-pub(super) struct Fixture {
+pub struct Fixture {
     pub plane: DataPlane,
     pub clock: TestClock,
     pub exit_id: String,
@@ -133,14 +156,16 @@ pub(super) struct Fixture {
     next: u8,
 }
 
-pub(super) const EXIT: &str = "vpn:10.8.0.0/24";
+pub const EXIT: &str = "vpn:10.8.0.0/24";
 /// An address on the host side of the tunnel (the internet, from the client's view).
-pub(super) const INTERNET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+pub const INTERNET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 
 impl Fixture {
     pub fn new(config: PlaneConfig) -> Self {
         let mut plane = DataPlane::new(config);
-        let exit_key = plane.add_exit(EXIT, &PrivateKey::generate()).unwrap();
+        let exit_key = plane
+            .add_exit(EXIT, &PrivateKey::generate())
+            .expect("a fresh plane takes an exit");
         Self {
             plane,
             clock: TestClock::new(),
@@ -155,6 +180,13 @@ impl Fixture {
         self.client_on(&self.exit_id.clone(), self.exit_key, 0)
     }
 
+    /// A new lease on the fixture's exit whose client has completed its handshake.
+    pub fn connected_client(&mut self) -> Client {
+        let mut client = self.client();
+        self.connect(&mut client);
+        client
+    }
+
     /// A new lease on `exit_id` (whose public key is `exit_key`) in subnet `10.8.{net}.0/24`.
     pub fn client_on(&mut self, exit_id: &str, exit_key: PublicKey, net: u8) -> Client {
         self.next += 1;
@@ -164,7 +196,7 @@ impl Fixture {
         let client = Client::new(exit_key, slot, addr);
         self.plane
             .add_peer(exit_id, client.public_key(), slot, u64::from(n))
-            .unwrap();
+            .expect("the exit exists and the key is new");
         client
     }
 
@@ -226,8 +258,8 @@ impl Fixture {
 }
 
 /// An IPv4/UDP packet with a correct header checksum (UDP checksum 0: "none", valid in IPv4).
-pub(super) fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-    let total = u16::try_from(20 + 8 + payload.len()).unwrap();
+pub fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(20 + 8 + payload.len()).expect("a test payload fits a packet");
     let udp_len = total - 20;
     let mut p = Vec::with_capacity(usize::from(total));
     p.extend_from_slice(&[0x45, 0]);
@@ -246,7 +278,7 @@ pub(super) fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8
 }
 
 /// The Internet checksum (RFC 1071) of `bytes`; 0 over a header whose checksum is right.
-pub(super) fn checksum(bytes: &[u8]) -> u16 {
+pub fn checksum(bytes: &[u8]) -> u16 {
     let mut sum: u32 = bytes
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
@@ -257,7 +289,7 @@ pub(super) fn checksum(bytes: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-pub(super) fn sent(out: &[Output]) -> Vec<(SocketAddr, Vec<u8>)> {
+pub fn sent(out: &[Output]) -> Vec<(SocketAddr, Vec<u8>)> {
     out.iter()
         .filter_map(|o| match o {
             Output::SendUdp { to, data } => Some((*to, data.clone())),
@@ -266,7 +298,7 @@ pub(super) fn sent(out: &[Output]) -> Vec<(SocketAddr, Vec<u8>)> {
         .collect()
 }
 
-pub(super) fn to_tun(out: &[Output]) -> Vec<Vec<u8>> {
+pub fn to_tun(out: &[Output]) -> Vec<Vec<u8>> {
     out.iter()
         .filter_map(|o| match o {
             Output::ToTun(p) => Some(p.clone()),
@@ -275,7 +307,7 @@ pub(super) fn to_tun(out: &[Output]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-pub(super) fn events(out: &[Output]) -> Vec<Event> {
+pub fn events(out: &[Output]) -> Vec<Event> {
     out.iter()
         .filter_map(|o| match o {
             Output::Event(e) => Some(e.clone()),
@@ -285,6 +317,6 @@ pub(super) fn events(out: &[Output]) -> Vec<Event> {
 }
 
 /// The WireGuard message type of a datagram (1 init, 2 response, 3 cookie, 4 data).
-pub(super) fn message_type(datagram: &[u8]) -> u8 {
+pub fn message_type(datagram: &[u8]) -> u8 {
     datagram.first().copied().unwrap_or(0)
 }

@@ -1,10 +1,14 @@
 //! Test harness: a real edgeward (`App::start`) on 127.0.0.1:0 with a real redb file in a temp
-//! dir and a manual clock, plus a small real HTTP client (hyper) to talk to it.
-#![allow(dead_code, clippy::unwrap_used)]
+//! dir and a manual clock, plus a small real HTTP client (hyper) to talk to it, and the one
+//! configuration builder ([`TestConfig`]). The in-memory WireGuard client is the crate's own
+//! test kit, `edgeward::wg::testkit`, shared with the unit tests.
+#![allow(dead_code, unused_imports)]
+
+pub mod config;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,21 +20,10 @@ use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-pub const BASE_TOML: &str = r#"
-[api]
-listen = ["127.0.0.1:0"]
+pub use config::{text, TestConfig};
 
-[wireguard]
-endpoint_host = "203.0.113.10"
-tun = ""
-
-[vpn]
-idle_release = "10m"
-
-[[vpn.pool]]
-subnet = "10.8.0.0/24"
-keys = 10
-"#;
+/// [`TestConfig::new`] as text.
+pub static BASE_TOML: LazyLock<String> = LazyLock::new(|| TestConfig::new().to_string());
 
 pub struct TestServer {
     pub app: Option<App>,
@@ -49,7 +42,7 @@ impl TestServer {
 
     /// Starts with modem times multiplied by `scale` (see `AppOptions::modem_time_scale`).
     pub async fn start_scaled(toml: &str, scale: f64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("make a temp dir");
         let clock = Arc::new(ManualClock::starting_now());
         let app = start_app_scaled(toml, &dir.path().join("edgeward.redb"), &clock, scale).await;
         let addr = app.http_addrs[0];
@@ -68,12 +61,16 @@ impl TestServer {
     }
 
     pub fn app(&self) -> &App {
-        self.app.as_ref().unwrap()
+        self.app.as_ref().expect("the server is running")
     }
 
     /// Shuts down gracefully and starts again on the same store (new port).
     pub async fn restart(&mut self) {
-        self.app.take().unwrap().shutdown().await;
+        self.app
+            .take()
+            .expect("the server is running")
+            .shutdown()
+            .await;
         let app = start_app_scaled(&self.toml, &self.store_path(), &self.clock, self.scale).await;
         self.addr = app.http_addrs[0];
         self.app = Some(app);
@@ -83,6 +80,14 @@ impl TestServer {
         if let Some(app) = self.app.take() {
             app.shutdown().await;
         }
+    }
+
+    /// Shuts down and hands back the temp dir, so the test can look at the store file.
+    pub async fn stop_keeping_files(mut self) -> tempfile::TempDir {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+        self.dir
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -117,7 +122,7 @@ pub async fn start_app_scaled(
     clock: &Arc<ManualClock>,
     scale: f64,
 ) -> App {
-    let mut config = Config::from_toml_str_only(toml).unwrap();
+    let mut config = Config::from_toml_str_only(toml).expect("the test configuration is valid");
     config.store.path = store.to_owned();
     // Tests run in parallel: every server gets its own free WireGuard port.
     config.wireguard.listen_port = 0;
@@ -131,7 +136,7 @@ pub async fn start_app_scaled(
         },
     )
     .await
-    .unwrap()
+    .expect("edgeward starts")
 }
 
 /// What came back.
@@ -163,7 +168,7 @@ pub async fn request(
 ) -> Reply {
     try_request(addr, method, path, headers, body)
         .await
-        .unwrap()
+        .expect("the server answers")
 }
 
 pub async fn try_request(
@@ -189,7 +194,7 @@ pub async fn try_request(
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .unwrap();
+        .expect("a well-formed request");
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -214,9 +219,9 @@ pub fn edgeward_bin() -> PathBuf {
 /// A free loopback port (bound and released; good enough for a child process).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
+        .expect("bind a loopback socket")
         .local_addr()
-        .unwrap()
+        .expect("a bound socket has an address")
         .port()
 }
 

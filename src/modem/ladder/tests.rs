@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used)]
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 

@@ -181,7 +181,6 @@ pub fn huawei_dhcp(lines: &[String]) -> Result<HuaweiDhcp, ParseError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn one(line: &str) -> Vec<String> {

@@ -126,7 +126,6 @@ pub fn iccid(lines: &[String]) -> Result<String, ParseError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn lines(text: &str) -> Vec<String> {

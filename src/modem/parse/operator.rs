@@ -49,7 +49,6 @@ pub fn cops(lines: &[String]) -> Result<Operator, ParseError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn one(line: &str) -> Vec<String> {

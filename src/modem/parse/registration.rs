@@ -214,7 +214,6 @@ pub fn sysinfoex(lines: &[String]) -> Result<Registration, ParseError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use RegKind::*;
     use RegStat::*;

@@ -210,7 +210,6 @@ pub fn qeng_servingcell(lines: &[String]) -> Result<Signal, ParseError> {
 
 #[cfg(test)]
 mod urc_tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -229,7 +228,6 @@ mod urc_tests {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn one(line: &str) -> Vec<String> {

@@ -2,8 +2,6 @@
 //! termios, exclusive flock), drives it with the pure [`AtCodec`] and parses the answers with
 //! the profile's parsers; ladder rungs are driven by the real [`Ladder`].
 
-#![allow(clippy::unwrap_used)]
-
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;

@@ -1,7 +1,6 @@
 //! In-memory tests of the data plane: boringtun clients ⇄ `DataPlane`, datagrams passed by
 //! hand. Tests that need boringtun's clock to move are in `timer_tests.rs` (feature
 //! `mock-time`).
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,10 +10,10 @@ use boringtun::noise::Tunn;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
-use super::super::keys::PrivateKey;
 use super::super::stats::DropReason;
 use super::super::testkit::*;
 use super::*;
+use crate::keys::PrivateKey;
 
 fn attacker() -> SocketAddr {
     SocketAddr::from(([203, 0, 113, 66], 6666))
@@ -23,8 +22,7 @@ fn attacker() -> SocketAddr {
 #[test]
 fn handshake_then_data_both_ways() {
     let mut f = Fixture::new(PlaneConfig::default());
-    let mut c = f.client();
-    f.connect(&mut c);
+    let mut c = f.connected_client();
 
     let up = c.packet_to(INTERNET, b"ping");
     assert_eq!(
@@ -136,8 +134,7 @@ fn unknown_client_key_is_refused() {
 #[test]
 fn removed_peer_is_cut_off_at_once() {
     let mut f = Fixture::new(PlaneConfig::default());
-    let mut c = f.client();
-    f.connect(&mut c);
+    let mut c = f.connected_client();
     let up = c.packet_to(INTERNET, b"before");
     assert_eq!(f.client_sends(&mut c, &up), vec![up]);
     let pending = c.encapsulate(&c.packet_to(INTERNET, b"after"));
@@ -165,8 +162,7 @@ fn removed_peer_is_cut_off_at_once() {
 #[test]
 fn replayed_data_is_dropped() {
     let mut f = Fixture::new(PlaneConfig::default());
-    let mut c = f.client();
-    f.connect(&mut c);
+    let mut c = f.connected_client();
     let datagram = c.encapsulate(&c.packet_to(INTERNET, b"once"));
     assert_eq!(to_tun(&f.udp(c.addr, &datagram)).len(), 1);
     assert!(f.udp(c.addr, &datagram).is_empty());
@@ -199,8 +195,7 @@ fn replayed_handshake_initiation_is_refused() {
 #[test]
 fn spoofed_inner_source_is_dropped() {
     let mut f = Fixture::new(PlaneConfig::default());
-    let mut c = f.client();
-    f.connect(&mut c);
+    let mut c = f.connected_client();
     let forged = udp_packet(Ipv4Addr::new(10, 8, 0, 200), INTERNET, b"not me");
     assert!(f.client_sends(&mut c, &forged).is_empty());
     // An IPv6 packet: the slot is an IPv4 /32, so any v6 source is spoofed.
@@ -243,8 +238,7 @@ fn client_to_client_is_dropped_unless_allowed() {
 #[test]
 fn roaming_follows_authenticated_packets_only() {
     let mut f = Fixture::new(PlaneConfig::default());
-    let mut c = f.client();
-    f.connect(&mut c);
+    let mut c = f.connected_client();
     let key = c.public_key();
 
     c.addr = SocketAddr::from(([198, 18, 0, 1], 40_001));
@@ -348,8 +342,7 @@ fn tun_packets_need_a_route_and_an_endpoint() {
 #[test]
 fn largest_packets_pass_and_oversized_inputs_are_refused() {
     let mut f = Fixture::new(PlaneConfig::default());
-    let mut c = f.client();
-    f.connect(&mut c);
+    let mut c = f.connected_client();
     let big = c.packet_to(INTERNET, &vec![0xab; MAX_IP_PACKET - 28]);
     assert_eq!(big.len(), MAX_IP_PACKET);
     assert_eq!(f.client_sends(&mut c, &big), vec![big]);
@@ -512,8 +505,7 @@ fn junk_strategy(real: Vec<Vec<u8>>, server_index: [u8; 4]) -> impl Strategy<Val
 #[test]
 fn junk_datagrams_never_panic_and_change_nothing() {
     let mut f = Fixture::new(PlaneConfig::default());
-    let mut c = f.client();
-    f.connect(&mut c);
+    let mut c = f.connected_client();
     let key = c.public_key();
     // Real messages, never delivered, to mutate: an initiation and a data message.
     let init = c.initiation();
@@ -551,8 +543,7 @@ fn junk_datagrams_never_panic_and_change_nothing() {
 #[test]
 fn junk_tun_packets_never_panic() {
     let mut f = Fixture::new(PlaneConfig::default());
-    let mut c = f.client();
-    f.connect(&mut c);
+    let c = f.connected_client();
     let slot = c.slot.octets();
     let f = RefCell::new(f);
     let mut runner = TestRunner::new(ProptestConfig::with_cases(512));

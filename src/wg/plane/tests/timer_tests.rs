@@ -6,14 +6,19 @@ use super::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// A connected client, one second and one tick later: boringtun stamps events with the time
+/// of the last `update_timers`, so the timer tests start from a tick.
+fn settled_client(f: &mut Fixture) -> Client {
+    let c = f.connected_client();
+    f.clock.advance(SECOND);
+    assert!(f.tick().is_empty());
+    c
+}
+
 #[test]
 fn tick_sends_a_keepalive_when_data_arrived_and_nothing_went_back() {
     let mut f = Fixture::new(PlaneConfig::default());
-    let mut c = f.client();
-    f.connect(&mut c);
-    // boringtun stamps events with the time of the last `update_timers`: tick once first.
-    f.clock.advance(SECOND);
-    assert!(f.tick().is_empty());
+    let mut c = settled_client(&mut f);
     let up = c.packet_to(INTERNET, b"anyone there?");
     assert_eq!(f.client_sends(&mut c, &up), vec![up]);
 
@@ -41,11 +46,8 @@ fn persistent_keepalive_only_for_peers_with_an_endpoint() {
         persistent_keepalive: Some(25),
         ..PlaneConfig::default()
     });
-    let mut c = f.client();
+    let c = settled_client(&mut f);
     let _silent = f.client();
-    f.connect(&mut c);
-    f.clock.advance(SECOND);
-    assert!(f.tick().is_empty());
     f.clock.advance(Duration::from_secs(24));
     let sent = sent(&f.tick());
     assert_eq!(
@@ -60,10 +62,7 @@ fn persistent_keepalive_only_for_peers_with_an_endpoint() {
 #[test]
 fn server_rehandshakes_when_data_goes_unanswered_and_the_response_is_routed_by_index() {
     let mut f = Fixture::new(PlaneConfig::default());
-    let mut c = f.client();
-    f.connect(&mut c);
-    f.clock.advance(SECOND);
-    assert!(f.tick().is_empty());
+    let mut c = settled_client(&mut f);
     let down = udp_packet(INTERNET, c.slot, b"hello?");
     assert_eq!(f.host_sends(&mut c, &down), vec![down]);
 
@@ -98,10 +97,7 @@ fn server_rehandshakes_when_data_goes_unanswered_and_the_response_is_routed_by_i
 #[test]
 fn sessions_expire_as_boringtun_says_and_a_new_handshake_revives_them() {
     let mut f = Fixture::new(PlaneConfig::default());
-    let mut c = f.client();
-    f.connect(&mut c);
-    f.clock.advance(SECOND);
-    assert!(f.tick().is_empty());
+    let mut c = settled_client(&mut f);
     let up = c.packet_to(INTERNET, b"x");
     assert_eq!(f.client_sends(&mut c, &up), vec![up]);
     f.clock.advance(Duration::from_secs(10));

@@ -1,6 +1,9 @@
 //! WireGuard X25519 keys and their base64 text form (as `wg` and wg-quick write them).
 //!
-//! Private keys print as `***` in `Debug`, so they cannot reach a log by accident.
+//! The bottom layer: leases, the store's records and the data plane all use these types, so
+//! keys are parsed once (at the API or store boundary) and travel typed from then on. Serde
+//! reads and writes the base64 text, which is also what the store has always held. Private
+//! keys print as `***` in `Debug`, so they cannot reach a log by accident.
 
 use std::fmt;
 
@@ -8,6 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use boringtun::x25519;
 use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A public key, compared and hashed by its 32 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,6 +86,27 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
+/// Serde through the base64 text (what `wg` prints and what the store has always held).
+macro_rules! base64_serde {
+    ($key:ty) => {
+        impl Serialize for $key {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_base64())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $key {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                Self::from_base64(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+base64_serde!(PublicKey);
+base64_serde!(PrivateKey);
+
 fn decode32(text: &str) -> Result<[u8; 32], KeyParseError> {
     let text = text.trim();
     if text.len() != 44 {
@@ -93,7 +118,6 @@ fn decode32(text: &str) -> Result<[u8; 32], KeyParseError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -127,6 +151,21 @@ mod tests {
         ] {
             assert_eq!(PublicKey::from_base64(bad), Err(KeyParseError), "{bad}");
         }
+    }
+
+    #[test]
+    fn serde_uses_the_base64_text_and_refuses_bad_keys() {
+        let sk = PrivateKey::generate();
+        let json = serde_json::to_string(&sk).unwrap();
+        assert_eq!(json, format!("\"{}\"", sk.to_base64()));
+        let back: PrivateKey = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.public_key(), sk.public_key());
+        let pk: PublicKey =
+            serde_json::from_str(&serde_json::to_string(&sk.public_key()).unwrap()).unwrap();
+        assert_eq!(pk, sk.public_key());
+        let err = serde_json::from_str::<PublicKey>("\"short\"").unwrap_err();
+        assert!(err.to_string().contains("not a WireGuard key"), "{err}");
+        assert!(serde_json::from_str::<PrivateKey>("42").is_err());
     }
 
     #[test]
