@@ -46,6 +46,9 @@ const LEASES_ENDED: TableDefinition<u64, &[u8]> = TableDefinition::new("leases_e
 const LEASES_ENDED_AT: TableDefinition<(u64, u64), ()> = TableDefinition::new("leases_ended_at");
 
 const KEY_SCHEMA: &str = "schema_version";
+/// One past the highest lease id ever written: ids are never reused, even once history that
+/// held the highest ones has been pruned.
+const KEY_NEXT_LEASE_ID: &str = "next_lease_id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -234,7 +237,16 @@ impl Store {
             .last()
             .map_err(|e| self.db_err(e))?
             .map(|(k, _)| k.value());
-        let next_lease_id = last_active.max(last_ended).unwrap_or(0).saturating_add(1);
+        let meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
+        let recorded = meta
+            .get(KEY_NEXT_LEASE_ID)
+            .map_err(|e| self.db_err(e))?
+            .map_or(0, |v| v.value());
+        let next_lease_id = last_active
+            .max(last_ended)
+            .unwrap_or(0)
+            .saturating_add(1)
+            .max(recorded);
         Ok(Snapshot {
             exits,
             active_leases,
@@ -304,6 +316,24 @@ impl Store {
             let mut by_time = txn
                 .open_table(LEASES_ENDED_AT)
                 .map_err(|e| self.db_err(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
+            let recorded = meta
+                .get(KEY_NEXT_LEASE_ID)
+                .map_err(|e| self.db_err(e))?
+                .map_or(0, |v| v.value());
+            let written = ops
+                .iter()
+                .filter_map(|op| match op {
+                    StoreOp::PutLease(lease) => Some(lease.id),
+                    StoreOp::EndLease(lease) => Some(lease.id),
+                    StoreOp::PutExit(_) => None,
+                })
+                .max()
+                .map_or(0, |id| id.saturating_add(1));
+            if written > recorded {
+                meta.insert(KEY_NEXT_LEASE_ID, written)
+                    .map_err(|e| self.db_err(e))?;
+            }
             for op in ops {
                 match op {
                     StoreOp::PutExit(exit) => {
@@ -652,7 +682,11 @@ mod tests {
         assert_eq!(left, vec![1, 4]);
         assert_eq!(store.ended_count().unwrap(), 2);
         // The next lease id still counts the pruned ones: ids are never reused.
-        assert_eq!(store.load().unwrap().next_lease_id, 5);
+        assert_eq!(store.load().unwrap().next_lease_id, 6);
+        // Even when the history that held the highest ids is gone entirely.
+        assert_eq!(store.prune_ended(u64::MAX, 10).unwrap(), 2);
+        assert_eq!(store.ended_count().unwrap(), 0);
+        assert_eq!(store.load().unwrap().next_lease_id, 6);
     }
 
     #[test]
