@@ -74,19 +74,34 @@ fn sim_config(profile: &str, seed: u64) -> SimConfig {
 }
 
 async fn rig_with(modems: &[(u32, SimConfig)], extra: &str) -> Rig {
+    let profiles: Vec<(u32, SimConfig, Option<String>)> =
+        modems.iter().map(|(n, c)| (*n, c.clone(), None)).collect();
+    rig_with_profiles(&profiles, extra).await
+}
+
+/// [`rig_with`], where a modem may use a profile file (written to the rig's directory) instead
+/// of the built-in profile its simulator speaks.
+async fn rig_with_profiles(modems: &[(u32, SimConfig, Option<String>)], extra: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let mut toml = String::from(
         "[api]\nlisten = [\"127.0.0.1:0\"]\n[wireguard]\nendpoint_host = \"203.0.113.10\"\ntun = \"\"\n",
     );
     toml.push_str(extra);
     let mut sims = Vec::new();
-    for (n, config) in modems {
+    for (n, config, profile_text) in modems {
         let path = dir.path().join(format!("tty-modem{n}"));
         let sim = SimModem::start(&path, config.clone()).unwrap();
+        let profile = match profile_text {
+            Some(text) => {
+                let file = dir.path().join(format!("profile-{n}.toml"));
+                std::fs::write(&file, text).unwrap();
+                file.display().to_string()
+            }
+            None => config.profile.clone(),
+        };
         toml.push_str(&format!(
-            "[[modem]]\nnumber = {n}\nport = \"{}\"\nprofile = \"{}\"\nnetdev = \"wwan{n}\"\n",
+            "[[modem]]\nnumber = {n}\nport = \"{}\"\nprofile = \"{profile}\"\nnetdev = \"wwan{n}\"\napn = \"internet\"\n",
             path.display(),
-            config.profile
         ));
         sims.push((*n, sim));
     }
@@ -96,7 +111,7 @@ async fn rig_with(modems: &[(u32, SimConfig)], extra: &str) -> Rig {
         sims,
         _dir: dir,
     };
-    for (n, _) in modems {
+    for (n, _, _) in modems {
         rig.ready(*n).await;
     }
     rig
@@ -609,4 +624,171 @@ async fn shutdown_does_not_wait_for_a_silent_modem() {
         "{}",
         r.text()
     );
+}
+
+/// A built-in profile with its ladder replaced by `ladder` (TOML `[[ladder]]` tables); its
+/// `[restore]` is kept.
+fn profile_with_ladder(name: &str, ladder: &str) -> String {
+    let path = format!("{}/config/modems/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let head = &text[..text.find("[[ladder]]").unwrap()];
+    let restore = &text[text.find("[restore]").unwrap()..];
+    format!("{head}\n{ladder}\n{restore}")
+}
+
+/// What the stop took and how the toggle caller was answered.
+struct Stopped {
+    took: Duration,
+    sims: Vec<(u32, SimModem)>,
+    reply: common::Reply,
+}
+
+/// Starts a toggle of modem `n`, waits until `mid` says the modem is mid-step (offline), then
+/// stops edgeward the way SIGTERM does and times it.
+async fn stop_mid_toggle(rig: Rig, n: u32, mid: impl Fn(&SimModem, &Value) -> bool) -> Stopped {
+    let addr = rig.server.addr;
+    let path = format!("/toggle/{n}");
+    let toggle =
+        tokio::spawn(
+            async move { common::request(addr, hyper::Method::GET, &path, &[], None).await },
+        );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = rig.status(n).await;
+        if mid(rig.sim(n), &status) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the toggle never got mid-step: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let Rig { server, sims, _dir } = rig;
+    let started = tokio::time::Instant::now();
+    server.stop().await;
+    let took = started.elapsed();
+    Stopped {
+        took,
+        sims,
+        reply: toggle.await.unwrap(),
+    }
+}
+
+/// Well inside the restore budget (10 s) and the unit's `TimeoutStopSec=30`; a simulated
+/// modem answers in milliseconds.
+const STOP_BOUND: Duration = Duration::from_secs(5);
+
+fn assert_restored(stopped: &Stopped, n: u32) {
+    let sim = &stopped.sims.iter().find(|(m, _)| *m == n).unwrap().1;
+    assert!(
+        stopped.took < STOP_BOUND,
+        "shutdown took {:?}",
+        stopped.took
+    );
+    assert_eq!(
+        sim.radio_level(),
+        1,
+        "radio left off; commands: {:?}",
+        sim.commands()
+    );
+    assert!(
+        sim.data_active() && sim.current_ip().is_some(),
+        "data context left down; commands: {:?}",
+        sim.commands()
+    );
+    assert_eq!(stopped.reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let reason = stopped.reply.json()["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("shutting down") && reason.contains("modem restored"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_airplane_turns_the_radio_back_on() {
+    // Radio off for a long pause (200 s × SCALE = 10 s) between CFUN=4 and CFUN=1.
+    let ladder = r#"
+[[ladder]]
+name = "airplane"
+kind = "airplane"
+commands = [
+  { cmd = "AT+CFUN=4", timeout = "30s", pause = "200s" },
+  { cmd = "AT+CFUN=1", timeout = "30s" },
+]
+settle = "3s"
+wait_registration = "90s"
+wait_address = "60s"
+"#;
+    let config = SimConfig {
+        urc_noise: false,
+        ..sim_config("generic", 41)
+    };
+    let rig = rig_with_profiles(
+        &[(41, config, Some(profile_with_ladder("generic", ladder)))],
+        "",
+    )
+    .await;
+    let stopped = stop_mid_toggle(rig, 41, |sim, status| {
+        sim.radio_level() == 4
+            && !sim.data_active()
+            && status["toggle"]["activity"] == "pausing between commands"
+    })
+    .await;
+    assert_restored(&stopped, 41);
+    let commands = stopped.sims[0].1.commands();
+    let off = commands.iter().rposition(|c| c == "AT+CFUN=4").unwrap();
+    assert!(
+        commands[off..].iter().any(|c| c == "AT+CFUN=1"),
+        "{commands:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_soft_step_brings_the_data_call_back() {
+    // Huawei needs its data call redialed (no auto-attach); the deactivation is followed by a
+    // long pause (200 s × SCALE = 10 s) with the call down.
+    let ladder = r#"
+[[ladder]]
+name = "ndis"
+kind = "soft"
+commands = [
+  { cmd = "AT^NDISDUP={cid},0", timeout = "30s", ignore_error = true, pause = "200s" },
+  { cmd = "AT^NDISDUP={cid},1,\"{apn}\"", timeout = "30s" },
+]
+settle = "3s"
+wait_address = "60s"
+"#;
+    let rig = rig_with_profiles(
+        &[(
+            42,
+            sim_config("huawei", 42),
+            Some(profile_with_ladder("huawei", ladder)),
+        )],
+        "",
+    )
+    .await;
+    let stopped = stop_mid_toggle(rig, 42, |sim, status| {
+        !sim.data_active() && status["toggle"]["activity"] == "pausing between commands"
+    })
+    .await;
+    assert_restored(&stopped, 42);
+    let commands = stopped.sims[0].1.commands();
+    assert!(
+        commands.iter().any(|c| c == "AT^NDISDUP=1,1,\"internet\""),
+        "{commands:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_the_modem_is_busy_with_a_command_restores_it() {
+    // The built-in generic ladder; the re-activation is never answered (a modem busy with it
+    // for up to 150 s × SCALE = 7.5 s), so shutdown comes with an answer outstanding.
+    let rig = rig(&[(43, "generic")]).await;
+    rig.sim(43).hold_next("AT+CGACT=1");
+    let stopped = stop_mid_toggle(rig, 43, |sim, status| {
+        !sim.data_active() && status["toggle"]["activity"] == "sending AT+CGACT=1,1"
+    })
+    .await;
+    assert_restored(&stopped, 43);
 }

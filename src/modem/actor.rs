@@ -6,7 +6,13 @@
 //! toggles by driving the pure [`Ladder`] with real commands. Its state is published in a
 //! [`ModemStatus`] (plain domain data; the API layer owns its wire shape) that the HTTP side
 //! reads without talking to the actor.
+//!
+//! Shutdown never waits for a silent modem: opening, setup and refreshes race it. A toggle in
+//! progress is aborted instead of dropped: whatever it was waiting for is abandoned and the
+//! ladder's restore (radio on, data call up) runs, bounded by `Limits::restore_budget`, so the
+//! modem is not left offline; the toggle's caller hears why.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::ipcheck;
-use super::ladder::{Action, Ladder, Limits, Outcome};
+use super::ladder::{later, Action, Ladder, Limits, Outcome};
 use super::parse::{self, Category, Parsed, RegStat};
 use super::port::{open_serial, AtPort, PortError};
 use super::profile::{Profile, Query, StepKind, Vars};
@@ -231,6 +237,7 @@ impl Actor {
     async fn run(mut self) {
         let mut backoff = Duration::from_millis(100);
         let mut next_refresh = Instant::now();
+        let refresh_every = self.spec.timing.refresh_every;
         // Long operations (opening and preparing a port, a refresh, a toggle) race this, so
         // SIGTERM never waits for a silent modem's timeouts.
         let mut shutdown = self.shutdown.clone();
@@ -246,12 +253,14 @@ impl Actor {
                 };
                 if opened {
                     backoff = Duration::from_millis(100);
-                    next_refresh = Instant::now() + self.spec.timing.refresh_every;
+                    next_refresh = tokio_later(Instant::now(), refresh_every);
                     continue;
                 }
                 // Absent: wait for the device, but keep answering requests.
-                let wake = Instant::now() + backoff;
-                backoff = (backoff * 2).min(self.spec.timing.reopen_backoff_max);
+                let wake = tokio_later(Instant::now(), backoff);
+                backoff = backoff
+                    .saturating_mul(2)
+                    .min(self.spec.timing.reopen_backoff_max);
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake) => {}
                     Some(req) = self.requests.recv() => self.refuse_absent(req),
@@ -274,17 +283,13 @@ impl Actor {
                         _ = shutdown.changed() => return,
                         _ = self.refresh() => {}
                     }
-                    next_refresh = Instant::now() + self.spec.timing.refresh_every;
+                    next_refresh = tokio_later(Instant::now(), refresh_every);
                 }
                 Some(req) = self.requests.recv() => {
-                    // Dropping an unfinished toggle drops its reply: the caller hears
-                    // "shutting down", and the global toggle slot is freed.
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.changed() => return,
-                        _ = self.toggle(req) => {}
-                    }
-                    next_refresh = Instant::now() + self.spec.timing.refresh_every;
+                    // Not raced with shutdown: the toggle watches it itself, aborts and
+                    // restores the modem within the restore budget, then answers its caller.
+                    self.toggle(req).await;
+                    next_refresh = tokio_later(Instant::now(), refresh_every);
                 }
                 _ = shutdown.changed() => return,
             }
@@ -508,19 +513,36 @@ impl Actor {
                 activity: "reading the current address".into(),
             })
         });
-        let old_ip = self.current_address().await;
+        let mut stop = self.shutdown.clone();
+        let (old_ip, stopped) = match cut(self.current_address(), &mut stop, true, None).await {
+            Cut::Done(ip) => (ip, false),
+            Cut::Stop | Cut::Late => (None, true),
+        };
         let limits = Limits {
             require_public: self.spec.ip_check_url.is_some(),
             ..self.spec.timing.limits.clone()
         };
         let steps = self.spec.profile.ladder_for(&self.vars);
-        let mut ladder = Ladder::new(steps, old_ip, limits, std::time::Instant::now());
-        log::info!(
-            "modem {}: toggle started (address {:?})",
-            self.spec.number,
-            old_ip
-        );
+        let restore = self.spec.profile.restore_for(&self.vars);
+        let mut ladder =
+            Ladder::new(steps, old_ip, limits, std::time::Instant::now()).with_restore(restore);
+        // Set once aborted: the restore's own deadline plus a margin, a backstop for awaits the
+        // ladder cannot cut itself (a registration read tries several queries in turn).
+        let mut hard: Option<Instant> = None;
+        if stopped {
+            self.abort_toggle(&mut ladder, &mut hard);
+        } else {
+            log::info!(
+                "modem {}: toggle started (address {:?})",
+                self.spec.number,
+                old_ip
+            );
+        }
         let outcome = loop {
+            let watch_stop = hard.is_none();
+            let now = std::time::Instant::now();
+            let action = ladder.poll_action(now);
+            // After the poll: it is what the ladder is doing now that callers want to see.
             if let Some(p) = ladder.current_step() {
                 self.publish(|s| {
                     if let Some(t) = s.toggle.as_mut() {
@@ -531,15 +553,22 @@ impl Actor {
                     }
                 });
             }
-            let now = std::time::Instant::now();
-            match ladder.poll_action(now) {
+            match action {
                 Some(Action::Done(outcome)) => break outcome,
                 Some(Action::Send { cmd, timeout }) => {
                     let Some(port) = self.port.as_mut() else {
                         ladder.on_port_gone(now);
                         continue;
                     };
-                    let r = port.command(&cmd, timeout).await;
+                    let r =
+                        match cut(port.command(&cmd, timeout), &mut stop, watch_stop, hard).await {
+                            Cut::Done(r) => r,
+                            Cut::Stop => {
+                                self.abort_toggle(&mut ladder, &mut hard);
+                                continue;
+                            }
+                            Cut::Late => Err(PortError::Timeout(timeout)),
+                        };
                     self.handle_urcs(Some(&mut ladder));
                     let now = std::time::Instant::now();
                     match r {
@@ -552,11 +581,20 @@ impl Actor {
                     }
                 }
                 Some(Action::Wait { until }) => {
-                    self.wait_during_toggle(&mut ladder, Instant::from_std(until))
-                        .await
+                    let wait = self.wait_during_toggle(&mut ladder, Instant::from_std(until));
+                    if let Cut::Stop = cut(wait, &mut stop, watch_stop, hard).await {
+                        self.abort_toggle(&mut ladder, &mut hard);
+                    }
                 }
                 Some(Action::QueryRegistration) => {
-                    let stat = self.registration().await;
+                    let stat = match cut(self.registration(), &mut stop, watch_stop, hard).await {
+                        Cut::Done(stat) => stat,
+                        Cut::Stop => {
+                            self.abort_toggle(&mut ladder, &mut hard);
+                            continue;
+                        }
+                        Cut::Late => None,
+                    };
                     self.handle_urcs(Some(&mut ladder));
                     let now = std::time::Instant::now();
                     match (stat, self.port_open()) {
@@ -566,7 +604,14 @@ impl Actor {
                     }
                 }
                 Some(Action::QueryAddress) => {
-                    let ip = self.current_address().await;
+                    let ip = match cut(self.current_address(), &mut stop, watch_stop, hard).await {
+                        Cut::Done(ip) => ip,
+                        Cut::Stop => {
+                            self.abort_toggle(&mut ladder, &mut hard);
+                            continue;
+                        }
+                        Cut::Late => None,
+                    };
                     let now = std::time::Instant::now();
                     if self.port_open() || self.spec.ip_check_url.is_some() {
                         ladder.on_address(ip, now);
@@ -585,6 +630,20 @@ impl Actor {
         self.finish_toggle(started_ms, old_ip, outcome, req);
     }
 
+    /// Shutdown was asked for mid-toggle: the ladder switches to restoring the modem.
+    fn abort_toggle(&self, ladder: &mut Ladder, hard: &mut Option<Instant>) {
+        let budget = self.spec.timing.limits.restore_budget;
+        log::warn!(
+            "modem {}: shutting down mid-toggle; putting the modem back online (at most {budget:?})",
+            self.spec.number
+        );
+        ladder.abort(std::time::Instant::now());
+        *hard = Some(tokio_later(
+            Instant::now(),
+            budget.saturating_add(Duration::from_millis(500)),
+        ));
+    }
+
     /// Waits until `until`, reading URCs, or — while the port is gone — trying to get it back.
     async fn wait_during_toggle(&mut self, ladder: &mut Ladder, until: Instant) {
         if let Some(port) = self.port.as_mut().filter(|p| p.is_open()) {
@@ -601,7 +660,8 @@ impl Actor {
                 ladder.on_port_back(std::time::Instant::now());
                 return;
             }
-            tokio::time::sleep_until(until.min(Instant::now() + Duration::from_millis(200))).await;
+            let retry = tokio_later(Instant::now(), Duration::from_millis(200));
+            tokio::time::sleep_until(until.min(retry)).await;
         }
     }
 
@@ -633,6 +693,28 @@ impl Actor {
                     step: Some(step.clone()),
                     attempts: *attempts,
                     reason: None,
+                }
+            }
+            Outcome::Aborted {
+                reason,
+                attempts,
+                elapsed,
+                restored,
+            } => {
+                if *restored {
+                    log::info!("modem {}: {reason}", self.spec.number);
+                } else {
+                    log::warn!("modem {}: {reason}", self.spec.number);
+                }
+                ToggleRecord {
+                    started_at: started_ms,
+                    elapsed_ms: elapsed.as_millis() as u64,
+                    success: false,
+                    ip: None,
+                    previous_ip: old_ip,
+                    step: None,
+                    attempts: *attempts,
+                    reason: Some(reason.clone()),
                 }
             }
             Outcome::Failed {
@@ -667,5 +749,41 @@ impl Actor {
         self.busy.store(false, Ordering::Release);
         drop(req.permit);
         let _ = req.reply.send(outcome);
+    }
+}
+
+/// `now + d` on tokio's clock, saturating (see [`later`]).
+fn tokio_later(now: Instant, d: Duration) -> Instant {
+    Instant::from_std(later(now.into_std(), d))
+}
+
+/// How an awaited part of a toggle ended.
+enum Cut<T> {
+    Done(T),
+    /// Shutdown was asked for first.
+    Stop,
+    /// The restore's backstop deadline passed first.
+    Late,
+}
+
+/// Runs `fut` unless shutdown is asked for first (while `watch_stop`) or `hard` passes first.
+async fn cut<T>(
+    fut: impl Future<Output = T>,
+    stop: &mut watch::Receiver<bool>,
+    watch_stop: bool,
+    hard: Option<Instant>,
+) -> Cut<T> {
+    let backstop = async move {
+        match hard {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        // An error means the sender is gone, and with it the app: stop as well.
+        _ = stop.wait_for(|s| *s), if watch_stop => Cut::Stop,
+        _ = backstop => Cut::Late,
+        v = fut => Cut::Done(v),
     }
 }

@@ -20,12 +20,18 @@
 //!   [`Limits::port_return`], the toggle fails.
 //! - At most [`Limits::max_attempts`] rung runs and [`Limits::max_total`] time, then
 //!   [`Outcome::Failed`] with a reason a person can act on.
+//! - [`Ladder::abort`] (edgeward stopping) cuts the toggle short wherever it is. If the ladder
+//!   has sent the modem anything, it then runs the profile's restore (radio on, registration,
+//!   data call up: see [`restore`]) within [`Limits::restore_budget`], and ends
+//!   [`Outcome::Aborted`] saying whether the modem is back. A modem never touched is left alone.
+//! - No configured duration can overflow the clock: deadlines saturate (see [`later`]).
 //!
 //! # Driving it
 //! `poll_action` returns `None` while an answer is outstanding, [`Action::Wait`] while only time
 //! (or a port or registration event) can move it, and [`Action::Done`] from then on. If the shell
 //! polls past the deadline of an outstanding request, the ladder treats it as timed out.
 
+mod restore;
 #[cfg(test)]
 mod tests;
 
@@ -34,7 +40,21 @@ use std::time::{Duration, Instant};
 
 use super::at::FinalResult;
 use super::parse::RegStat;
-use super::profile::{format_duration, Command, Step, StepKind};
+use super::profile::{format_duration, Command, Restore, Step, StepKind};
+use restore::Restoring;
+
+/// How far "never" is: a deadline that would overflow the clock is this far away instead
+/// (tokio's own far future is 30 years too).
+const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+
+/// `now + d`, saturating at [`FAR`] from now: no configured duration (a toggle timeout of
+/// `300000000000y`, a profile step of `u64::MAX` seconds) can panic the way `Instant + Duration`
+/// does on overflow.
+pub fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(FAR))
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
 
 /// Bounds for one toggle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +73,10 @@ pub struct Limits {
     /// `ip_check_url` through the modem; leave it off when they are the modem's own PDP address,
     /// which behind carrier NAT is private (10/8, 100.64/10) and still changes on a re-attach.
     pub require_public: bool,
+    /// How long putting the modem back online may take once a toggle is aborted. Shutdown
+    /// waits for it, so it must fit in the service manager's stop timeout with room to spare
+    /// (`TimeoutStopSec=30` in the systemd unit).
+    pub restore_budget: Duration,
 }
 
 impl Default for Limits {
@@ -64,6 +88,7 @@ impl Default for Limits {
             query_timeout: Duration::from_secs(10),
             port_return: Duration::from_secs(60),
             require_public: false,
+            restore_budget: Duration::from_secs(10),
         }
     }
 }
@@ -98,6 +123,13 @@ pub enum Outcome {
     },
     Failed {
         reason: String,
+        attempts: u32,
+        elapsed: Duration,
+    },
+    /// Cut short by [`Ladder::abort`]; `restored` says whether the restore went to plan.
+    Aborted {
+        reason: String,
+        restored: bool,
         attempts: u32,
         elapsed: Duration,
     },
@@ -151,6 +183,8 @@ enum Phase {
     PortGone {
         until: Instant,
     },
+    /// Aborted; putting the modem back online.
+    Restoring(Box<Restoring>),
     Done(Outcome),
 }
 
@@ -167,6 +201,12 @@ pub struct Ladder {
     phase: Phase,
     /// Why each rung run failed, in order, for the final reason.
     failures: Vec<String>,
+    /// Run when aborted after the modem was touched.
+    restore: Restore,
+    /// Whether any command was sent: only then does an abort need a restore.
+    touched: bool,
+    /// Where the toggle was when aborted, in words.
+    aborted_during: String,
 }
 
 /// Bound on internal transitions per poll; each transition either emits an action or moves to a
@@ -187,7 +227,53 @@ impl Ladder {
             attempts: 0,
             phase: Phase::Start,
             failures: Vec::new(),
+            restore: Restore {
+                commands: Vec::new(),
+                wait_registration: None,
+                redial: Vec::new(),
+            },
+            touched: false,
+            aborted_during: String::new(),
         }
+    }
+
+    /// The restore to run if the toggle is aborted (placeholders filled, see
+    /// [`Profile::restore_for`](super::profile::Profile::restore_for)); none by default.
+    pub fn with_restore(mut self, restore: Restore) -> Self {
+        self.restore = restore;
+        self
+    }
+
+    /// Cuts the toggle short (see the module docs); the shell drops whatever answer it was
+    /// waiting for and keeps polling until [`Action::Done`]. Idempotent.
+    pub fn abort(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Done(_) | Phase::Restoring(_)) {
+            return;
+        }
+        self.aborted_during = match self.current_step() {
+            Some(p) => format!("during {} ({})", p.name, p.activity),
+            None => "between steps".to_string(),
+        };
+        if !self.touched {
+            self.phase = Phase::Done(Outcome::Aborted {
+                reason: "edgeward is shutting down: toggle stopped before it touched the modem"
+                    .to_string(),
+                restored: true,
+                attempts: self.attempts,
+                elapsed: now.saturating_duration_since(self.started_at),
+            });
+            return;
+        }
+        self.phase = Phase::Restoring(Box::new(Restoring::new(
+            self.restore.clone(),
+            &self.limits,
+            now,
+        )));
+    }
+
+    /// Whether the toggle was aborted and is putting the modem back online.
+    pub fn is_restoring(&self) -> bool {
+        matches!(self.phase, Phase::Restoring(_))
     }
 
     pub fn started_at(&self) -> Instant {
@@ -203,8 +289,9 @@ impl Ladder {
         if matches!(self.phase, Phase::Done(_) | Phase::Start) {
             return None;
         }
-        let step = self.steps.get(self.step)?;
+        let step = self.steps.get(self.step).or(self.steps.last())?;
         let activity = match &self.phase {
+            Phase::Restoring(r) => r.activity(),
             Phase::Command { list, idx, .. } => match self.command(*list, *idx) {
                 Some(c) => format!("sending {}", c.cmd),
                 None => "sending".to_string(),
@@ -230,6 +317,17 @@ impl Ladder {
         for _ in 0..MAX_TRANSITIONS {
             if let Phase::Done(outcome) = &self.phase {
                 return Some(Action::Done(outcome.clone()));
+            }
+            // Restoring has its own deadline: an abort just before `max_total` still restores.
+            if let Phase::Restoring(r) = &mut self.phase {
+                match r.poll(now) {
+                    restore::Poll::Emit(action) => return Some(action),
+                    restore::Poll::Pending => return None,
+                    restore::Poll::Finished => {
+                        self.finish_abort(now);
+                        continue;
+                    }
+                }
             }
             if now >= self.deadline() {
                 let reason = if self.failures.is_empty() {
@@ -263,6 +361,9 @@ impl Ladder {
 
     /// The final result of the command from the last [`Action::Send`].
     pub fn on_response(&mut self, result: FinalResult, now: Instant) {
+        if let Phase::Restoring(r) = &mut self.phase {
+            return r.on_response(result, now);
+        }
         let Phase::Command {
             list,
             idx,
@@ -283,7 +384,9 @@ impl Ladder {
 
     /// The shell gave up waiting for the outstanding command or query.
     pub fn on_timeout(&mut self, now: Instant) {
+        let poll_interval = self.limits.poll_interval;
         match &mut self.phase {
+            Phase::Restoring(r) => r.on_timeout(now),
             Phase::Command {
                 list,
                 idx,
@@ -303,7 +406,7 @@ impl Ladder {
                 ..
             } if awaiting.is_some() => {
                 *awaiting = None;
-                *next_query = now + self.limits.poll_interval;
+                *next_query = later(now, poll_interval);
             }
             _ => {}
         }
@@ -311,6 +414,10 @@ impl Ladder {
 
     /// A registration state, from a query or a URC; acted on while waiting for registration.
     pub fn on_registration(&mut self, stat: RegStat, now: Instant) {
+        if let Phase::Restoring(r) = &mut self.phase {
+            return r.on_registration(stat, now);
+        }
+        let poll_interval = self.limits.poll_interval;
         let Phase::Registration {
             awaiting,
             next_query,
@@ -322,12 +429,13 @@ impl Ladder {
         if stat.is_registered() {
             self.after_registration(now);
         } else if awaiting.take().is_some() {
-            *next_query = now + self.limits.poll_interval;
+            *next_query = later(now, poll_interval);
         }
     }
 
     /// The current address (`None`: no address yet), answering [`Action::QueryAddress`].
     pub fn on_address(&mut self, ip: Option<IpAddr>, now: Instant) {
+        let poll_interval = self.limits.poll_interval;
         let Phase::Address {
             awaiting,
             next_query,
@@ -341,7 +449,7 @@ impl Ladder {
         }
         let ip = ip.filter(|ip| valid_address(*ip, self.limits.require_public));
         match ip {
-            None => *next_query = now + self.limits.poll_interval,
+            None => *next_query = later(now, poll_interval),
             Some(ip) if Some(ip) == self.old_ip => self.unchanged(),
             Some(ip) => self.succeed(ip, now),
         }
@@ -349,11 +457,14 @@ impl Ladder {
 
     /// The serial port vanished (read error, EOF, device gone).
     pub fn on_port_gone(&mut self, now: Instant) {
+        if let Phase::Restoring(r) = &mut self.phase {
+            return r.on_port_gone();
+        }
         if matches!(self.phase, Phase::Done(_) | Phase::PortGone { .. }) {
             return;
         }
         self.phase = Phase::PortGone {
-            until: now + self.limits.port_return,
+            until: later(now, self.limits.port_return),
         };
     }
 
@@ -364,12 +475,12 @@ impl Ladder {
         }
         let settle = self.current().map(|s| s.settle).unwrap_or_default();
         self.phase = Phase::Settle {
-            until: now + settle,
+            until: later(now, settle),
         };
     }
 
     fn deadline(&self) -> Instant {
-        self.started_at + self.limits.max_total
+        later(self.started_at, self.limits.max_total)
     }
 
     fn current(&self) -> Option<&Step> {
@@ -392,7 +503,8 @@ impl Ladder {
 
     fn advance(&mut self, now: Instant) -> Advance {
         match self.phase.clone() {
-            Phase::Done(_) => Advance::Again,
+            // Both are handled by `poll_action` before it gets here.
+            Phase::Done(_) | Phase::Restoring(_) => Advance::Again,
             Phase::Start => {
                 self.start_step(now);
                 Advance::Again
@@ -415,10 +527,11 @@ impl Ladder {
                 awaiting: None,
             } => match self.command(list, idx).cloned() {
                 Some(cmd) => {
+                    self.touched = true;
                     self.phase = Phase::Command {
                         list,
                         idx,
-                        awaiting: Some(now + cmd.timeout),
+                        awaiting: Some(later(now, cmd.timeout)),
                     };
                     Advance::Emit(Action::Send {
                         cmd: cmd.cmd,
@@ -449,7 +562,7 @@ impl Ladder {
                 match self.current().and_then(|s| s.wait_registration) {
                     Some(wait) => {
                         self.phase = Phase::Registration {
-                            until: now + wait,
+                            until: later(now, wait),
                             next_query: now,
                             awaiting: None,
                         }
@@ -519,13 +632,13 @@ impl Ladder {
                 return Advance::Pending;
             }
             // The answer is overdue: forget it and poll again later.
-            self.set_wait(what, until, now + self.limits.poll_interval, None);
+            self.set_wait(what, until, later(now, self.limits.poll_interval), None);
             return Advance::Again;
         }
         if now < next_query {
             return Advance::Wait(next_query.min(until));
         }
-        let query_deadline = now + self.limits.query_timeout;
+        let query_deadline = later(now, self.limits.query_timeout);
         self.set_wait(what, until, next_query, Some(query_deadline));
         Advance::Emit(match what {
             Waiting::Registration => Action::QueryRegistration,
@@ -591,7 +704,7 @@ impl Ladder {
             Phase::Pause {
                 list,
                 next: idx + 1,
-                until: now + cmd.pause,
+                until: later(now, cmd.pause),
             }
         };
     }
@@ -617,7 +730,7 @@ impl Ladder {
             List::Commands => {
                 let settle = self.current().map(|s| s.settle).unwrap_or_default();
                 self.phase = Phase::Settle {
-                    until: now + settle,
+                    until: later(now, settle),
                 };
             }
             List::Redial => self.wait_for_address(now),
@@ -640,7 +753,7 @@ impl Ladder {
     fn wait_for_address(&mut self, now: Instant) {
         let wait = self.current().map(|s| s.wait_address).unwrap_or_default();
         self.phase = Phase::Address {
-            until: now + wait,
+            until: later(now, wait),
             next_query: now,
             awaiting: None,
         };
@@ -651,7 +764,7 @@ impl Ladder {
         self.failures.push(failure);
         let repeat = self.current().map(|s| s.repeat).unwrap_or(0);
         if self.attempt_in_step <= repeat {
-            self.attempt_in_step += 1;
+            self.attempt_in_step = self.attempt_in_step.saturating_add(1);
         } else {
             self.step += 1;
             self.attempt_in_step = 1;
@@ -694,6 +807,22 @@ impl Ladder {
             .map(|(f, n)| if n > 1 { format!("{f} ({n}×)") } else { f })
             .collect::<Vec<_>>()
             .join("; ")
+    }
+
+    fn finish_abort(&mut self, now: Instant) {
+        let Phase::Restoring(r) = &self.phase else {
+            return;
+        };
+        let (restored, summary) = r.summary();
+        self.phase = Phase::Done(Outcome::Aborted {
+            reason: format!(
+                "edgeward is shutting down: toggle stopped {}; {summary}",
+                self.aborted_during
+            ),
+            restored,
+            attempts: self.attempts,
+            elapsed: now.saturating_duration_since(self.started_at),
+        });
     }
 
     fn fail(&mut self, reason: String, now: Instant) {

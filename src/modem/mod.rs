@@ -1,14 +1,18 @@
-//! LTE modems: the pure (sans-IO) core plus the serial actor and toggle service around it.
+//! LTE modems: a pure (sans-IO) core, and the thin tokio shells that drive it.
 //!
-//! Everything here takes bytes, parsed lines and `now` in and hands events and actions out; the
-//! tokio actor that owns a serial port and the PTY simulator live elsewhere and only drive these
-//! types. Nothing in this crate opens a port, reads a clock or sleeps.
-//!
+//! The core takes bytes, parsed lines and `now` in and hands events and actions out; it never
+//! opens a port, reads a clock or sleeps:
 //! - [`at`]: the AT codec (line framing, echo, final results, URCs, the `> ` prompt).
 //! - [`parse`]: pure parsers for information lines (registration, signal, operator, address,
 //!   identity), one per response format, with real modem output in their tests.
 //! - [`profile`]: vendor profiles as data (`config/modems/*.toml`), loaded and validated.
-//! - [`ladder`]: the IP toggle ladder (soft, airplane, reset) as a state machine.
+//! - [`ladder`]: the IP toggle ladder (soft, airplane, reset) and the restore run when a
+//!   toggle is aborted, as state machines.
+//!
+//! The shells: [`port`] (one serial port, one command at a time), [`actor`] (one task per
+//! modem, the only owner of its port), [`service`] (all actors and the toggle rules),
+//! [`ipcheck`] (the public address through the modem's interface) and [`sim`] (a simulated
+//! modem on a PTY, for tests and the demo).
 
 pub mod actor;
 pub mod at;

@@ -48,6 +48,11 @@ pub fn open_serial(path: &Path) -> io::Result<Box<dyn AtStream>> {
     Ok(Box::new(stream))
 }
 
+/// A deadline for a timeout too large for the clock (see `ladder::later`).
+fn far_future(now: Instant) -> Instant {
+    Instant::from_std(super::ladder::later(now.into_std(), Duration::MAX))
+}
+
 /// Counters of oddities seen on the wire, for operators.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WireStats {
@@ -90,8 +95,16 @@ impl AtPort {
     }
 
     /// Sends `cmd` and waits up to `timeout` for its final result.
+    ///
+    /// Cancel-safe in the way a shutdown needs: a call dropped mid-wait leaves its command in
+    /// flight, and the next call forgets it first, so its late answer (if the modem sends one
+    /// before the next command's) is the only thing that can be misread, never the port state.
     pub async fn command(&mut self, cmd: &str, timeout: Duration) -> Result<Response, PortError> {
-        let deadline = Instant::now() + timeout;
+        let now = Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or_else(|| far_future(now));
+        if self.codec.in_flight().is_some() {
+            self.codec.cancel_command();
+        }
         // Anything still buffered belongs to nobody: route it before the new command starts.
         self.drain_events(&mut Vec::new());
         let bytes = self.codec.start_command(cmd);

@@ -88,6 +88,47 @@ pub struct Profile {
     pub queries: Queries,
     /// Toggle rungs, tried in order.
     pub ladder: Vec<Step>,
+    /// How to put the modem back online when a toggle is cut short (edgeward stopping).
+    #[serde(default)]
+    pub restore: Restore,
+}
+
+/// What brings a modem back online from wherever an interrupted rung left it: radio on
+/// (`commands`), registration (when `wait_registration` is set), then the data call
+/// (`redial`). Every command must be harmless when the modem is already online (`AT+CFUN=1`
+/// on a modem that is on, activating an active context with `ignore_error`), because the
+/// same restore runs whichever rung was interrupted. The ladder bounds the whole restore by
+/// [`Limits::restore_budget`](super::ladder::Limits::restore_budget), so a step's timeout here is
+/// only an upper bound.
+///
+/// Without a `[restore]` table a profile gets the 3GPP TS 27.007 one: `AT+CFUN=1`, wait for
+/// registration, `AT+CGACT=1,{cid}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restore {
+    #[serde(default)]
+    pub commands: Vec<Command>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub wait_registration: Option<Duration>,
+    #[serde(default)]
+    pub redial: Vec<Command>,
+}
+
+impl Default for Restore {
+    fn default() -> Self {
+        let best_effort = |cmd: &str| Command {
+            cmd: cmd.to_string(),
+            timeout: default_timeout(),
+            ignore_error: true,
+            pause: Duration::ZERO,
+            reboots: false,
+        };
+        Self {
+            commands: vec![best_effort("AT+CFUN=1")],
+            wait_registration: Some(Duration::from_secs(8)),
+            redial: vec![best_effort("AT+CGACT=1,{cid}")],
+        }
+    }
 }
 
 /// Case-insensitive substrings of the `AT+CGMI`/`ATI` manufacturer and `AT+CGMM` model.
@@ -302,7 +343,7 @@ impl Profile {
     /// The same profile with every duration multiplied by `factor`: simulated modems in tests
     /// and the demo answer in milliseconds, not the seconds real modems need.
     pub fn scaled(mut self, factor: f64) -> Self {
-        let f = |d: &mut Duration| *d = d.mul_f64(factor);
+        let f = |d: &mut Duration| *d = scale_duration(*d, factor);
         let cmd = |c: &mut Command| {
             f(&mut c.timeout);
             f(&mut c.pause);
@@ -327,6 +368,12 @@ impl Profile {
             if let Some(w) = step.wait_registration.as_mut() {
                 f(w);
             }
+        }
+        let r = &mut self.restore;
+        r.commands.iter_mut().for_each(cmd);
+        r.redial.iter_mut().for_each(cmd);
+        if let Some(w) = r.wait_registration.as_mut() {
+            f(w);
         }
         self
     }
@@ -394,6 +441,25 @@ impl Profile {
             .collect()
     }
 
+    /// The restore with placeholders filled, for [`Ladder::with_restore`](super::ladder::Ladder::with_restore).
+    pub fn restore_for(&self, vars: &Vars) -> Restore {
+        Restore {
+            commands: self
+                .restore
+                .commands
+                .iter()
+                .map(|c| render(c, vars))
+                .collect(),
+            redial: self
+                .restore
+                .redial
+                .iter()
+                .map(|c| render(c, vars))
+                .collect(),
+            wait_registration: self.restore.wait_registration,
+        }
+    }
+
     fn validate(&self) -> Result<(), ProfileError> {
         if self.name.trim().is_empty() {
             return Err(invalid("name", "must not be empty"));
@@ -444,8 +510,27 @@ impl Profile {
                 check_duration(&format!("{key}.wait_registration"), w)?;
             }
         }
+        let r = &self.restore;
+        for (j, c) in r.commands.iter().enumerate() {
+            check_command(&format!("restore.commands[{j}]"), c)?;
+        }
+        for (j, c) in r.redial.iter().enumerate() {
+            check_command(&format!("restore.redial[{j}]"), c)?;
+        }
+        if r.wait_registration == Some(Duration::ZERO) {
+            return Err(invalid("restore.wait_registration", "must be positive"));
+        }
         Ok(())
     }
+}
+
+/// `d × factor`, saturating: a huge duration from a profile file or a strange factor (NaN,
+/// negative) must never panic the way `Duration::mul_f64` does.
+pub fn scale_duration(d: Duration, factor: f64) -> Duration {
+    if !(factor.is_finite() && factor >= 0.0) {
+        return d;
+    }
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
 }
 
 fn render(c: &Command, vars: &Vars) -> Command {

@@ -4,6 +4,10 @@
 //! most `max_parallel` toggles at once across all modems (beyond that
 //! [`ToggleError::TooMany`], a 429 with `Retry-After`). A toggle runs to its end inside the
 //! modem's actor even if the HTTP client gives up; its slot is freed only then.
+//!
+//! On shutdown each actor aborts a running toggle and puts its modem back online (the
+//! profile's restore, bounded by `Limits::restore_budget`); [`ModemService::join`] waits for
+//! that, and never longer than the largest budget plus [`STOP_SLACK`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -15,7 +19,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::actor::{self, ModemHandle, ModemSpec, ModemStatus, ToggleRequest};
-use super::ladder::Outcome;
+use super::ladder::{later, Outcome};
 use crate::clock::Clock;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,10 +44,16 @@ pub struct Toggled {
     pub elapsed: Duration,
 }
 
+/// What [`ModemService::join`] allows beyond the restore budget: one last command timeout's
+/// worth for an actor that was mid-query when the restore deadline passed.
+pub const STOP_SLACK: Duration = Duration::from_secs(3);
+
 pub struct ModemService {
     modems: BTreeMap<u32, ModemHandle>,
     slots: Arc<Semaphore>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// How long [`Self::join`] waits for the actors.
+    stop_bound: Duration,
 }
 
 impl ModemService {
@@ -55,6 +65,12 @@ impl ModemService {
     ) -> Arc<Self> {
         let mut modems = BTreeMap::new();
         let mut tasks = Vec::new();
+        let stop_bound = specs
+            .iter()
+            .map(|s| s.timing.limits.restore_budget)
+            .max()
+            .unwrap_or_default()
+            .saturating_add(STOP_SLACK);
         for spec in specs {
             let (handle, task) = actor::spawn(spec, Arc::clone(&clock), shutdown.clone());
             modems.insert(handle.number, handle);
@@ -64,6 +80,7 @@ impl ModemService {
             modems,
             slots: Arc::new(Semaphore::new(max_parallel.max(1))),
             tasks: std::sync::Mutex::new(tasks),
+            stop_bound,
         })
     }
 
@@ -124,7 +141,9 @@ impl ModemService {
                 attempts,
                 elapsed,
             }),
-            Ok(Outcome::Failed { reason, .. }) => Err(ToggleError::Failed { reason }),
+            Ok(Outcome::Failed { reason, .. } | Outcome::Aborted { reason, .. }) => {
+                Err(ToggleError::Failed { reason })
+            }
             Err(_) => Err(ToggleError::Failed {
                 reason: "edgeward is shutting down".into(),
             }),
@@ -146,11 +165,21 @@ impl ModemService {
         Duration::from_millis(avg).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
-    /// Waits for every actor to stop (after shutdown was signalled).
+    /// Waits for every actor to stop (after shutdown was signalled): aborted toggles restore
+    /// their modems first. Bounded: an actor still running after the largest restore budget
+    /// plus [`STOP_SLACK`] is abandoned with a warning.
     pub async fn join(&self) {
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in tasks {
-            let _ = t.await;
+        let now = tokio::time::Instant::now();
+        let deadline = tokio::time::Instant::from_std(later(now.into_std(), self.stop_bound));
+        for mut t in tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                log::warn!(
+                    "a modem actor did not stop within {:?}; abandoning it",
+                    self.stop_bound
+                );
+                t.abort();
+            }
         }
     }
 }

@@ -202,6 +202,22 @@ impl SimModem {
         self.shared.modem().attach_count()
     }
 
+    /// The radio level `+CFUN` reports: 1 full, 4 RF off, 0 minimum.
+    pub fn radio_level(&self) -> u8 {
+        self.shared.modem().radio_level()
+    }
+
+    /// Whether the data context (the PDP context or vendor data call) is up.
+    pub fn data_active(&self) -> bool {
+        self.shared.modem().data_active()
+    }
+
+    /// The next command starting with `command_prefix` (case-insensitive) is never answered
+    /// and has no effect, like a modem still busy with it; later ones are served again.
+    pub fn hold_next(&self, command_prefix: &str) {
+        self.shared.modem().hold_next(command_prefix);
+    }
+
     /// The command lines received, oldest first (the last 4096), also those swallowed while
     /// silent.
     pub fn commands(&self) -> Vec<String> {

@@ -104,8 +104,17 @@ struct Run {
 
 /// Plays the shell: performs each action against `modem`, moving the fake clock (1s per
 /// command answer, 100ms per query, the full timeout for silence) and recording a trace.
-fn drive(mut ladder: Ladder, t0: Instant, mut modem: impl FnMut(&Action) -> Resp) -> Run {
-    let mut now = t0;
+fn drive(ladder: Ladder, t0: Instant, modem: impl FnMut(&Action) -> Resp) -> Run {
+    drive_from(ladder, t0, t0, modem)
+}
+
+/// [`drive`] from `now` on (a ladder already part-way through), times still counted from `t0`.
+fn drive_from(
+    mut ladder: Ladder,
+    t0: Instant,
+    mut now: Instant,
+    mut modem: impl FnMut(&Action) -> Resp,
+) -> Run {
     let mut trace = Vec::new();
     for _ in 0..10_000 {
         let action = ladder
@@ -762,6 +771,7 @@ enum Event {
     Address(Option<u8>),
     PortGone,
     PortBack,
+    Abort,
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -773,12 +783,14 @@ fn event() -> impl Strategy<Value = Event> {
         2 => prop::option::of(0u8..3).prop_map(Event::Address),
         1 => Just(Event::PortGone),
         1 => Just(Event::PortBack),
+        1 => Just(Event::Abort),
     ]
 }
 
 proptest! {
     /// Whatever the shell reports, and whenever, the ladder never panics, never asks to wait
-    /// past its deadline, and is done with a reason once the deadline has passed.
+    /// past its deadline (the restore's, once aborted), and is done with a reason once the
+    /// deadline has passed; an abort before the end always ends it aborted.
     #[test]
     fn any_event_sequence_ends_by_the_deadline(
         events in prop::collection::vec((event(), 0u64..40_000), 0..200),
@@ -787,9 +799,13 @@ proptest! {
         let p = Profile::builtin(profile).unwrap();
         let t0 = Instant::now();
         let limits = Limits::default();
-        let deadline = t0 + limits.max_total;
-        let mut ladder = Ladder::new(p.ladder_for(&p.vars("apn")), Some(OLD), limits, t0);
+        let budget = limits.restore_budget;
+        let mut deadline = t0 + limits.max_total;
+        let vars = p.vars("apn");
+        let mut ladder = Ladder::new(p.ladder_for(&vars), Some(OLD), limits, t0)
+            .with_restore(p.restore_for(&vars));
         let mut now = t0;
+        let mut aborted_live = false;
         for (event, step_ms) in events {
             now += Duration::from_millis(step_ms);
             match event {
@@ -813,12 +829,335 @@ proptest! {
                 ),
                 Event::PortGone => ladder.on_port_gone(now),
                 Event::PortBack => ladder.on_port_back(now),
+                Event::Abort => {
+                    // Done is only known by polling; the ladder may have finished unseen.
+                    let finished = matches!(ladder.poll_action(now), Some(Action::Done(_)));
+                    if !finished && !aborted_live {
+                        aborted_live = true;
+                        deadline = now + budget;
+                    }
+                    ladder.abort(now);
+                }
             }
         }
         match ladder.poll_action(deadline.max(now)) {
-            Some(Action::Done(Outcome::Failed { reason, .. })) => prop_assert!(!reason.is_empty()),
-            Some(Action::Done(Outcome::Changed { ip, .. })) => prop_assert_ne!(ip, OLD),
+            Some(Action::Done(Outcome::Aborted { reason, .. })) => {
+                prop_assert!(aborted_live);
+                prop_assert!(reason.contains("shutting down"));
+            }
+            Some(Action::Done(Outcome::Failed { reason, .. })) => {
+                prop_assert!(!aborted_live);
+                prop_assert!(!reason.is_empty());
+            }
+            Some(Action::Done(Outcome::Changed { ip, .. })) => {
+                prop_assert!(!aborted_live);
+                prop_assert_ne!(ip, OLD);
+            }
             other => prop_assert!(false, "not done at the deadline: {:?}", other),
         }
+    }
+}
+
+// ---- abort and restore (edgeward stopping mid-toggle) ----
+
+fn generic_restore() -> Restore {
+    let p = Profile::builtin("generic").unwrap();
+    p.restore_for(&p.vars("apn"))
+}
+
+fn aborted(run: &Run) -> (&str, bool) {
+    match &run.outcome {
+        Outcome::Aborted {
+            reason, restored, ..
+        } => (reason.as_str(), *restored),
+        other => panic!("expected an abort, got {other:?}"),
+    }
+}
+
+/// Runs the airplane rung until it has sent `AT+CFUN=4` and is pausing: radio off, no data.
+fn airplane_paused() -> (Ladder, Instant, Instant) {
+    let t0 = Instant::now();
+    let mut ladder = Ladder::new(vec![airplane()], Some(OLD), Limits::default(), t0)
+        .with_restore(generic_restore());
+    let Some(Action::Send { cmd, .. }) = ladder.poll_action(t0) else {
+        panic!("the rung starts with a command");
+    };
+    assert_eq!(cmd, "AT+CFUN=4");
+    let now = t0 + secs(1);
+    ladder.on_response(FinalResult::Ok, now);
+    assert!(matches!(ladder.poll_action(now), Some(Action::Wait { .. })));
+    (ladder, t0, now)
+}
+
+#[test]
+fn abort_mid_airplane_turns_the_radio_on_and_the_data_call_up() {
+    let (mut ladder, t0, now) = airplane_paused();
+    ladder.abort(now);
+    assert!(ladder.is_restoring());
+    let progress = ladder.current_step().unwrap();
+    assert_eq!(progress.activity, "restoring: sending AT+CFUN=1");
+    let mut reg = 0;
+    let run = drive_from(ladder, t0, now, |a| match a {
+        Action::QueryRegistration => {
+            reg += 1;
+            Resp::Reg(if reg < 2 {
+                RegStat::Searching
+            } else {
+                RegStat::Home
+            })
+        }
+        Action::QueryAddress => panic!("a restore does not look for a new address"),
+        _ => ok(),
+    });
+    assert_eq!(
+        run.trace,
+        ["AT+CFUN=1", "?reg", "wait 4100ms", "?reg", "AT+CGACT=1,1"]
+    );
+    let (reason, restored) = aborted(&run);
+    assert!(restored, "{reason}");
+    assert!(
+        reason.contains("shutting down")
+            && reason.contains("during airplane (pausing between commands)")
+            && reason.contains("modem restored (AT+CFUN=1, AT+CGACT=1,1)"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn abort_with_an_answer_outstanding_restores_at_once() {
+    let t0 = Instant::now();
+    let mut ladder =
+        Ladder::new(ladder3(), Some(OLD), Limits::default(), t0).with_restore(generic_restore());
+    assert!(matches!(ladder.poll_action(t0), Some(Action::Send { .. })));
+    ladder.on_response(FinalResult::Ok, t0 + secs(1));
+    // The deactivation was answered; the re-activation is in flight (it can take 150s).
+    let now = t0 + secs(3);
+    let Some(Action::Send { cmd, .. }) = ladder.poll_action(now) else {
+        panic!("second command");
+    };
+    assert_eq!(cmd, "AT+CGACT=1,1");
+    assert_eq!(ladder.poll_action(now), None, "an answer is outstanding");
+    let now = now + secs(1);
+    ladder.abort(now);
+    // The outstanding answer is the shell's to drop; the ladder moves on to the restore.
+    let Some(Action::Send { cmd, timeout }) = ladder.poll_action(now) else {
+        panic!("the restore starts with a command");
+    };
+    assert_eq!((cmd.as_str(), timeout), ("AT+CFUN=1", secs(5)));
+    ladder.on_response(FinalResult::Ok, now + secs(1));
+    let run = drive_from(ladder, t0, now + secs(1), |a| match a {
+        Action::QueryRegistration => Resp::Reg(RegStat::Home),
+        _ => ok(),
+    });
+    assert_eq!(run.trace, ["?reg", "AT+CGACT=1,1"]);
+    let (reason, restored) = aborted(&run);
+    assert!(restored);
+    assert!(
+        reason.contains("during soft (sending AT+CGACT=1,1)"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn abort_before_the_first_command_leaves_the_modem_alone() {
+    let t0 = Instant::now();
+    let mut ladder =
+        Ladder::new(ladder3(), Some(OLD), Limits::default(), t0).with_restore(generic_restore());
+    ladder.abort(t0);
+    let Some(Action::Done(Outcome::Aborted {
+        reason, restored, ..
+    })) = ladder.poll_action(t0)
+    else {
+        panic!("done at once");
+    };
+    assert!(restored);
+    assert!(reason.contains("before it touched the modem"), "{reason}");
+    // Idempotent, and nothing changes after.
+    ladder.abort(t0 + secs(1));
+    assert!(matches!(
+        ladder.poll_action(t0 + secs(2)),
+        Some(Action::Done(Outcome::Aborted { .. }))
+    ));
+}
+
+#[test]
+fn abort_after_the_end_changes_nothing() {
+    let (mut ladder, t0) = new_ladder(vec![soft()], Some(OLD));
+    assert!(matches!(ladder.poll_action(t0), Some(Action::Send { .. })));
+    ladder.on_response(FinalResult::Ok, t0 + secs(1));
+    let late = t0 + secs(100_000);
+    assert!(matches!(
+        ladder.poll_action(late),
+        Some(Action::Done(Outcome::Failed { .. }))
+    ));
+    ladder.abort(late);
+    assert!(matches!(
+        ladder.poll_action(late),
+        Some(Action::Done(Outcome::Failed { .. }))
+    ));
+    let (mut ladder, t0) = new_ladder(vec![], Some(OLD));
+    assert!(matches!(
+        ladder.poll_action(t0),
+        Some(Action::Done(Outcome::Failed { .. }))
+    ));
+    ladder.abort(t0);
+    assert!(matches!(
+        ladder.poll_action(t0),
+        Some(Action::Done(Outcome::Failed { .. }))
+    ));
+}
+
+#[test]
+fn a_silent_modem_ends_the_restore_at_its_first_command() {
+    let (mut ladder, t0, now) = airplane_paused();
+    ladder.abort(now);
+    let run = drive_from(ladder, t0, now, |_| Resp::Silent);
+    assert_eq!(run.trace, ["AT+CFUN=1"]);
+    // One command timeout, not the whole budget.
+    assert_eq!(run.at, secs(1) + secs(5));
+    let (reason, restored) = aborted(&run);
+    assert!(!restored);
+    assert!(
+        reason.contains("restore incomplete: modem did not answer AT+CFUN=1"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn the_port_vanishing_ends_the_restore() {
+    let (mut ladder, _t0, now) = airplane_paused();
+    ladder.abort(now);
+    assert!(matches!(ladder.poll_action(now), Some(Action::Send { .. })));
+    ladder.on_port_gone(now);
+    let Some(Action::Done(Outcome::Aborted {
+        reason, restored, ..
+    })) = ladder.poll_action(now)
+    else {
+        panic!("done when the port is gone");
+    };
+    assert!(!restored);
+    assert!(reason.contains("the port vanished"), "{reason}");
+}
+
+#[test]
+fn the_restore_fits_its_budget_whatever_the_profile_says() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        restore_budget: secs(3),
+        ..Limits::default()
+    };
+    let mut restore = generic_restore();
+    restore.wait_registration = Some(secs(3600));
+    let mut ladder = Ladder::new(vec![airplane()], Some(OLD), limits, t0).with_restore(restore);
+    assert!(matches!(ladder.poll_action(t0), Some(Action::Send { .. })));
+    ladder.on_response(FinalResult::Ok, t0 + secs(1));
+    let start = t0 + secs(1);
+    ladder.abort(start);
+    // The command's own 5s is cut to what is left of the budget.
+    let Some(Action::Send { timeout, .. }) = ladder.poll_action(start) else {
+        panic!("restore command");
+    };
+    assert_eq!(timeout, secs(3));
+    ladder.on_response(FinalResult::Ok, start + Duration::from_millis(500));
+    // Never registers: every wait stays inside the budget, and it ends at the budget.
+    let mut now = start + Duration::from_millis(500);
+    loop {
+        match ladder.poll_action(now) {
+            Some(Action::QueryRegistration) => {
+                now += Duration::from_millis(100);
+                ladder.on_registration(RegStat::Searching, now);
+            }
+            Some(Action::Wait { until }) => {
+                assert!(until <= start + secs(3), "wait past the budget");
+                now = until;
+            }
+            Some(Action::Done(Outcome::Aborted {
+                reason, restored, ..
+            })) => {
+                assert!(!restored);
+                assert!(
+                    reason.contains("restore did not finish within 3s"),
+                    "{reason}"
+                );
+                assert!(now <= start + secs(3));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_abort_just_before_the_toggle_deadline_still_restores() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        max_total: secs(2),
+        ..Limits::default()
+    };
+    let mut ladder =
+        Ladder::new(vec![airplane()], Some(OLD), limits, t0).with_restore(generic_restore());
+    assert!(matches!(ladder.poll_action(t0), Some(Action::Send { .. })));
+    ladder.on_response(FinalResult::Ok, t0 + secs(1));
+    let at = t0 + Duration::from_millis(1999);
+    ladder.abort(at);
+    let run = drive_from(ladder, t0, at, |a| match a {
+        Action::QueryRegistration => Resp::Reg(RegStat::Home),
+        _ => ok(),
+    });
+    assert_eq!(run.trace, ["AT+CFUN=1", "?reg", "AT+CGACT=1,1"]);
+    assert!(aborted(&run).1);
+}
+
+#[test]
+fn no_configured_duration_can_overflow_the_clock() {
+    let huge = Duration::MAX;
+    let t0 = Instant::now();
+    assert!(later(t0, huge) > t0);
+    assert_eq!(later(t0, secs(1)), t0 + secs(1));
+    let limits = Limits {
+        max_total: huge,
+        max_attempts: u32::MAX,
+        poll_interval: huge,
+        query_timeout: huge,
+        port_return: huge,
+        require_public: false,
+        restore_budget: huge,
+    };
+    let step = Step {
+        name: "huge".into(),
+        kind: StepKind::Airplane,
+        commands: vec![Command {
+            pause: huge,
+            ..cmd("AT+CFUN=4", 1)
+        }],
+        settle: huge,
+        wait_registration: Some(huge),
+        redial: vec![],
+        wait_address: huge,
+        repeat: u32::MAX,
+    };
+    let mut restore = generic_restore();
+    restore.wait_registration = Some(huge);
+    restore.commands[0].timeout = huge;
+    restore.commands[0].pause = huge;
+    let mut ladder = Ladder::new(vec![step], Some(OLD), limits, t0).with_restore(restore);
+    let mut now = t0;
+    for i in 0..40u32 {
+        match ladder.poll_action(now) {
+            Some(Action::Wait { until }) => now = until.min(now + secs(3600)),
+            Some(Action::Send { .. }) => ladder.on_response(FinalResult::Ok, now),
+            Some(Action::QueryRegistration) => ladder.on_timeout(now),
+            Some(Action::QueryAddress) => ladder.on_address(Some(OLD), now),
+            Some(Action::Done(_)) => break,
+            None => ladder.on_timeout(now),
+        }
+        if i % 7 == 3 {
+            ladder.on_port_gone(now);
+            ladder.on_port_back(now);
+        }
+        if i == 20 {
+            ladder.abort(now);
+        }
+        now += secs(1);
     }
 }

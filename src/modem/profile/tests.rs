@@ -206,3 +206,70 @@ fn toml_errors_point_at_the_value() {
         }
     }
 }
+
+#[test]
+fn restore_is_read_checked_and_defaulted() {
+    for name in Profile::builtin_names() {
+        let p = Profile::builtin(name).unwrap();
+        let r = p.restore_for(&p.vars("internet"));
+        assert_eq!(r.commands[0].cmd, "AT+CFUN=1", "{name}");
+        assert!(r.wait_registration.is_some(), "{name}");
+        assert_eq!(r.redial.len(), 1, "{name}");
+        assert!(
+            r.commands.iter().chain(&r.redial).all(|c| c.ignore_error),
+            "{name}: a restore runs whatever the state, so errors must not stop it"
+        );
+        assert!(
+            !r.redial[0].cmd.contains('{'),
+            "{name}: placeholders filled"
+        );
+    }
+    // No [restore]: the 3GPP one.
+    let p = Profile::from_toml(MINIMAL).unwrap();
+    assert_eq!(p.restore, Restore::default());
+    assert_eq!(p.restore_for(&p.vars("")).redial[0].cmd, "AT+CGACT=1,1");
+    let own = Profile::from_toml(&with(
+        "[restore]\ncommands = [{ cmd = \"AT+CFUN=1\" }]\nredial = []\n",
+    ))
+    .unwrap();
+    assert_eq!(own.restore.wait_registration, None);
+    assert!(own.restore.redial.is_empty());
+    assert_eq!(
+        invalid_key(&with("[restore]\nwait_registration = \"0s\"\n")),
+        "restore.wait_registration"
+    );
+    assert_eq!(
+        invalid_key(&with("[restore]\nredial = [{ cmd = \"CGACT=1\" }]\n")),
+        "restore.redial[0].cmd"
+    );
+    assert!(matches!(
+        Profile::from_toml(&with("[restore]\nsettle = \"1s\"\n")),
+        Err(ProfileError::Toml(_))
+    ));
+}
+
+#[test]
+fn scaling_never_panics() {
+    assert_eq!(scale_duration(Duration::MAX, 1.0), Duration::MAX);
+    assert_eq!(scale_duration(Duration::MAX, 2.0), Duration::MAX);
+    assert_eq!(
+        scale_duration(Duration::from_secs(10), 0.5),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        scale_duration(Duration::from_secs(10), f64::NAN),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        scale_duration(Duration::from_secs(10), -1.0),
+        Duration::from_secs(10)
+    );
+    let huge = Profile::from_toml(&with(
+        "[restore]\nwait_registration = \"18446744073709551615s\"\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        huge.scaled(1.0).restore.wait_registration,
+        Some(Duration::MAX)
+    );
+}

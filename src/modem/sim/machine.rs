@@ -114,6 +114,8 @@ pub(crate) struct Modem {
     attaches: u64,
     silent: bool,
     refusals: Vec<(String, String)>,
+    /// Prefixes of commands to swallow once each (see [`Modem::hold_next`]).
+    holds: Vec<String>,
     commands: VecDeque<String>,
     line: Vec<u8>,
     rng: Rng,
@@ -143,6 +145,7 @@ impl Modem {
             attaches: 0,
             silent: false,
             refusals: Vec::new(),
+            holds: Vec::new(),
             commands: VecDeque::new(),
             line: Vec::new(),
             rng: Rng(s.seed),
@@ -164,6 +167,21 @@ impl Modem {
 
     pub(crate) fn attach_count(&self) -> u64 {
         self.attaches
+    }
+
+    pub(crate) fn radio_level(&self) -> u8 {
+        self.cfun
+    }
+
+    pub(crate) fn data_active(&self) -> bool {
+        self.power == Power::On && self.active
+    }
+
+    /// The next command starting with `prefix` (case-insensitive) is swallowed: echoed, but
+    /// never answered and without effect, like a modem still busy with it (`AT+QIACT` may take
+    /// 150 s). Later ones are served again.
+    pub(crate) fn hold_next(&mut self, prefix: &str) {
+        self.holds.push(prefix.trim().to_ascii_uppercase());
     }
 
     pub(crate) fn commands(&self) -> Vec<String> {
@@ -485,6 +503,14 @@ impl Modem {
             return;
         }
         let upper = text.to_ascii_uppercase();
+        if let Some(i) = self
+            .holds
+            .iter()
+            .position(|p| upper.starts_with(p.as_str()))
+        {
+            self.holds.remove(i);
+            return;
+        }
         // A command interpreter waits for "AT"; anything else on the line is noise to it.
         let Some(body) = upper.strip_prefix("AT") else {
             return;

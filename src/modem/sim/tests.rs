@@ -232,6 +232,7 @@ fn limits() -> Limits {
         query_timeout: Duration::from_secs(2),
         port_return: Duration::from_secs(3),
         require_public: false,
+        restore_budget: Duration::from_secs(3),
     }
 }
 
