@@ -4,16 +4,11 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::http::{json_response, text_response, Body};
-use super::routes::ROUTES;
 use super::ApiState;
 use crate::metrics::{Metrics, PoolGauge};
 
-/// `GET /`: what this is, and the endpoints straight from the route table.
-pub fn index(_state: &ApiState) -> Response<Body> {
-    let endpoints: Vec<String> = ROUTES
-        .iter()
-        .map(|r| format!("{} {}", r.methods.join("|"), r.pattern))
-        .collect();
+/// `GET /`: what this is, and the endpoints (the route table hands them in).
+pub fn index(endpoints: Vec<String>) -> Response<Body> {
     json_response(
         StatusCode::OK,
         &json!({

@@ -75,7 +75,7 @@ pub static ROUTES: &[Route] = &[
         pattern: "/",
         family: Family::Public,
         access: Access::Public,
-        handler: |s, _, _, _| Box::pin(async move { Ok(public::index(s)) }),
+        handler: |_, _, _, _| Box::pin(async move { Ok(public::index(endpoints())) }),
         summary: "what this is: name, version, endpoints",
     },
     Route {
@@ -162,6 +162,14 @@ pub static ROUTES: &[Route] = &[
         summary: "one modem",
     },
 ];
+
+/// Every endpoint as `METHODS /pattern`, for `GET /`.
+fn endpoints() -> Vec<String> {
+    ROUTES
+        .iter()
+        .map(|r| format!("{} {}", r.methods.join("|"), r.pattern))
+        .collect()
+}
 
 /// What the table says about a request.
 pub enum Matched {
