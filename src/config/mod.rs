@@ -198,7 +198,7 @@ pub struct DongleConfig {
 impl Default for DongleConfig {
     fn default() -> Self {
         Self {
-            heartbeat_timeout: HumaneDuration(Duration::from_secs(300)),
+            heartbeat_timeout: HumaneDuration(Duration::from_secs(600)),
             max_parallel_toggles: 4,
             toggle_timeout: HumaneDuration(Duration::from_secs(300)),
         }
