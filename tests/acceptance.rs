@@ -118,5 +118,8 @@ async fn seed_001_dongle_flow() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "dongle_flow.sh failed:\n{text}");
-    assert!(text.contains("✅ dongle"), "dongle_flow.sh did not finish:\n{text}");
+    assert!(
+        text.contains("✅ dongle"),
+        "dongle_flow.sh did not finish:\n{text}"
+    );
 }

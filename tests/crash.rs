@@ -250,15 +250,29 @@ async fn kill_9_keeps_every_dongle_lease_and_renewal_still_works() {
         assert_eq!(status, StatusCode::OK, "{v}");
         assert_eq!(v["renewed"], true, "{agent}'s lease survived kill -9: {v}");
         for field in ["id", "dongle", "private_key", "public_key"] {
-            assert_eq!(v["dongle"][field], before["dongle"][field], "{agent}: {field}");
+            assert_eq!(
+                v["dongle"][field], before["dongle"][field],
+                "{agent}: {field}"
+            );
         }
         let id = &before["dongle"]["id"];
-        let r = request(addr, Method::GET, &format!("/dongle/heartbeat/{id}"), &[], None).await;
+        let r = request(
+            addr,
+            Method::GET,
+            &format!("/dongle/heartbeat/{id}"),
+            &[],
+            None,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK);
     }
     wait_for_healthy_dongles(addr, 2).await;
     let (status, _) = allocate_dongle(addr, "C").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "both dongles are still held");
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "both dongles are still held"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     drop(sims);

@@ -675,3 +675,95 @@ async fn api_dongles_is_admin_view_only() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     rig.server.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_show_per_dongle_series() {
+    let rig = Rig::new(&[17, 18]).await;
+    rig.lease("A").await;
+    let r = rig.server.get("/toggle/17").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = rig.server.get("/metrics").await.text();
+    for line in [
+        "edgeward_dongle_leased{dongle=\"17\"} 1",
+        "edgeward_dongle_leased{dongle=\"18\"} 0",
+        "edgeward_dongle_healthy{dongle=\"18\"} 1",
+        "edgeward_dongle_toggles_total{dongle=\"17\"} 1",
+        "edgeward_dongle_toggle_failures_total{dongle=\"17\"} 0",
+        "edgeward_dongle_rx_bytes_total{dongle=\"17\"} 0",
+        "edgeward_dongle_handshakes_total{dongle=\"18\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    rig.server.stop().await;
+}
+
+/// The data plane carries a dongle client at the subnet's network address, `10.8.{n}.0`, both
+/// ways (the per-peer source check compares addresses, and `.0` is an address like any other).
+#[test]
+fn the_data_plane_carries_the_network_address_of_a_dongle_subnet() {
+    use edgeward::keys::PrivateKey;
+    use edgeward::wg::plane::PlaneConfig;
+    use edgeward::wg::testkit::{Client, Fixture, INTERNET};
+    let mut f = Fixture::new(PlaneConfig::default());
+    let exit_key = f
+        .plane
+        .add_exit("dongle:17", &PrivateKey::generate())
+        .unwrap();
+    let at = Ipv4Addr::new(10, 8, 17, 0);
+    let mut client = Client::new(exit_key, at, "192.0.2.99:51820".parse().unwrap());
+    f.plane
+        .add_peer("dongle:17", client.public_key(), at, 26)
+        .unwrap();
+    f.connect(&mut client);
+    let packet = client.packet_to(INTERNET, b"hello");
+    let out = f.client_sends(&mut client, &packet);
+    assert_eq!(out.len(), 1, "the packet from 10.8.17.0 reaches the TUN");
+    let back = edgeward::wg::testkit::udp_packet(INTERNET, at, b"answer");
+    assert_eq!(
+        f.host_sends(&mut client, &back).len(),
+        1,
+        "and the answer reaches it"
+    );
+}
+
+/// A WireGuard handshake with the keys `/dongle/allocate` handed out, over real UDP: the
+/// dongle's exit answers it — and the handshake does not keep the lease alive.
+#[tokio::test]
+async fn a_dongle_lease_handshakes_but_only_heartbeats_keep_it_alive() {
+    use edgeward::wg::testkit;
+    let rig = Rig::new(&[17]).await;
+    let d = rig.lease("A").await;
+    let id = d["id"].as_u64().unwrap();
+    rig.peers(1).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut wg = testkit::Client::from_allocation(
+        d["private_key"].as_str().unwrap(),
+        d["public_key"].as_str().unwrap(),
+        socket.local_addr().unwrap(),
+    );
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], rig.server.app().wg.port()));
+    rig.server.clock.advance(Duration::from_secs(9 * 60));
+    socket.send_to(&wg.initiation(), server).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+        .await
+        .expect("the dongle exit answers the handshake")
+        .unwrap();
+    let got = wg.receive(&buf[..n]);
+    assert!(got.error.is_none(), "{:?}", got.error);
+    for reply in got.replies {
+        socket.send_to(&reply, server).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while rig.dongle(17).await["last_handshake"].is_null() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no handshake recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 10 minutes after the allocation, fresh handshake or not, the lease ends
+    rig.server.clock.advance(Duration::from_secs(61));
+    assert_eq!(rig.wait_ended(id).await["end_reason"], "heartbeat_timeout");
+    rig.server.stop().await;
+}

@@ -508,6 +508,10 @@ impl LeaseBook {
                 }
             }
             Place::Dongle(n) => {
+                if let Some(e) = self.shelf.get_mut(n) {
+                    e.rx_ended = e.rx_ended.saturating_add(lease.rx_bytes);
+                    e.tx_ended = e.tx_ended.saturating_add(lease.tx_bytes);
+                }
                 exit = self.shelf.put_back(n, id, now);
                 if let Holder::Agent { id: agent } = &lease.holder {
                     if self.by_agent.get(agent) == Some(&id) {
@@ -532,8 +536,13 @@ impl LeaseBook {
             return false;
         };
         match self.leases.get_mut(id) {
-            Some((_, lease)) => {
+            Some((place, lease)) => {
                 lease.last_handshake = Some(lease.last_handshake.unwrap_or(0).max(at));
+                if let Place::Dongle(n) = *place {
+                    if let Some(e) = self.shelf.get_mut(n) {
+                        e.handshakes = e.handshakes.saturating_add(1);
+                    }
+                }
                 true
             }
             None => false,

@@ -66,6 +66,10 @@ pub struct DongleExit {
     /// When its last lease ended (0: never used).
     pub(super) idle_since: UnixMillis,
     pub(super) uses: u64,
+    /// Since start, for metrics: bytes of ended leases, handshakes of all leases.
+    pub(super) rx_ended: u64,
+    pub(super) tx_ended: u64,
+    pub(super) handshakes: u64,
 }
 
 impl DongleExit {
@@ -81,6 +85,9 @@ impl DongleExit {
             holder: None,
             idle_since: record.last_released_at.unwrap_or(0),
             uses: record.uses,
+            rx_ended: 0,
+            tx_ended: 0,
+            handshakes: 0,
         }
     }
 
@@ -99,6 +106,16 @@ impl DongleExit {
 
     pub fn uses(&self) -> u64 {
         self.uses
+    }
+
+    /// Bytes received and sent by leases on this dongle that ended since start.
+    pub fn ended_bytes(&self) -> (u64, u64) {
+        (self.rx_ended, self.tx_ended)
+    }
+
+    /// WireGuard handshakes of leases on this dongle since start.
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes
     }
 
     /// The record to store (key and LRU state).

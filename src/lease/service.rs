@@ -174,6 +174,10 @@ pub struct DongleView {
     pub toggle_failures: u32,
     pub idle_since: Option<UnixMillis>,
     pub uses: u64,
+    /// Since start: bytes of every lease on it (ended ones plus the live one), handshakes.
+    pub rx_bytes_total: u64,
+    pub tx_bytes_total: u64,
+    pub handshakes: u64,
 }
 
 /// Which sessions a history query wants.
@@ -510,6 +514,9 @@ impl LeaseService {
                     toggle_failures: lease.map_or(0, |l| l.toggle_failures),
                     idle_since: e.idle_since(),
                     uses: e.uses(),
+                    rx_bytes_total: e.ended_bytes().0 + lease.map_or(0, |l| l.rx_bytes),
+                    tx_bytes_total: e.ended_bytes().1 + lease.map_or(0, |l| l.tx_bytes),
+                    handshakes: e.handshakes(),
                 }
             })
             .collect()
