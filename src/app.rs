@@ -32,9 +32,6 @@ use crate::wg::server::{
 };
 use crate::wg::tun::Tun;
 
-/// The port seed 001's client template hard-codes.
-const SEED_001_PORT: u16 = 55555;
-
 /// Knobs that are not configuration: what tests and benchmarks change.
 #[derive(Clone)]
 pub struct AppOptions {
@@ -378,14 +375,8 @@ fn log_ready(
         log::info!("listening on https://{a}");
     }
     log::info!("WireGuard listening on UDP {}", wg.local_addr);
-    if !config.modems.is_empty() && config.wireguard.listen_port != SEED_001_PORT {
-        log::warn!(
-            "wireguard.listen_port is {}, not {SEED_001_PORT}: clients that build their config from \
-             seed 001's template (Endpoint = {{server_ip}}:{SEED_001_PORT}) will not reach this box; \
-             /dongle/allocate's config field uses {}",
-            config.wireguard.listen_port,
-            wg.local_addr.port()
-        );
+    for warning in config.warnings() {
+        log::warn!("{warning}");
     }
     if !wg.carries_traffic {
         log::warn!(

@@ -406,3 +406,17 @@ fn dongles_need_the_public_host_and_the_heartbeat_timeout_defaults_to_ten_minute
         std::time::Duration::from_secs(600)
     );
 }
+
+#[test]
+fn a_port_other_than_55555_with_dongles_is_a_warning() {
+    let modem = "[[modem]]\nnumber = 17\nport = \"/dev/ttyUSB2\"\nprofile = \"quectel\"\nnetdev = \"wwan0\"\n";
+    let c = Config::from_toml_str_only(&format!("{MINIMAL}{modem}")).unwrap();
+    assert!(c.warnings().is_empty());
+    let c = Config::from_toml_str_only(&format!("{MINIMAL}listen_port = 51820\n{modem}")).unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1);
+    assert!(w[0].contains("51820") && w[0].contains("55555"), "{w:?}");
+    // no dongles, no warning
+    let c = Config::from_toml_str_only(&format!("{MINIMAL}listen_port = 51820\n")).unwrap();
+    assert!(c.warnings().is_empty());
+}

@@ -1084,3 +1084,113 @@ mod properties {
         }
     }
 }
+
+#[cfg(test)]
+mod dongle_properties {
+    use std::collections::{HashMap, HashSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::lease::dongle::DongleExit;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Allocate(u8, u8),
+        Heartbeat(usize),
+        Release(usize),
+        Toggle(u8),
+        Wait(u32),
+        Expire,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..6, 0u8..8).prop_map(|(a, h)| Op::Allocate(a, h)),
+            2 => any::<usize>().prop_map(Op::Heartbeat),
+            2 => any::<usize>().prop_map(Op::Release),
+            1 => (17u8..21).prop_map(Op::Toggle),
+            2 => (0u32..400_000).prop_map(Op::Wait),
+            1 => Just(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens: one lease per dongle, one per agent, ids only grow, ended keys
+        /// never return, and held ∪ free is every dongle.
+        #[test]
+        fn the_shelf_keeps_its_invariants(ops in proptest::collection::vec(op(), 1..200)) {
+            let exits = (17u8..20).map(|n| DongleExit::from_record(n, &ExitRecord {
+                id: dongle::exit_id(n), private_key: PrivateKey::generate(), created_at: 0,
+                last_released_at: None, uses: 0,
+            })).collect();
+            let (mut book, _) = LeaseBook::restore_with(Vec::new(), Shelf::new(exits), Vec::new(), 1, 0);
+            let mut now = 0u64;
+            let mut live: HashMap<String, LeaseRecord> = HashMap::new();
+            let mut ended_keys = HashSet::new();
+            let mut last_id = 0;
+            let timeout = Duration::from_secs(600);
+            for op in ops {
+                match op {
+                    Op::Allocate(a, unhealthy) => {
+                        let agent = format!("agent-{a}");
+                        let r = book.allocate_dongle(&agent, &PrivateKey::generate(), &|n| n != 17 + unhealthy, now);
+                        match (r, live.get(&agent)) {
+                            (Ok(g), Some(held)) => {
+                                prop_assert!(g.renewed);
+                                prop_assert_eq!(g.lease.id, held.id);
+                            }
+                            (Ok(g), None) => {
+                                prop_assert!(!g.renewed);
+                                prop_assert!(g.lease.id > last_id);
+                                last_id = g.lease.id;
+                                prop_assert!(!ended_keys.contains(&g.lease.public_key));
+                                live.insert(agent, g.lease);
+                            }
+                            (Err(NoDongle), held) => {
+                                prop_assert!(held.is_none());
+                                let healthy_free = book.shelf().exits().iter()
+                                    .filter(|e| e.holder().is_none() && e.number != 17 + unhealthy).count();
+                                prop_assert_eq!(healthy_free, 0);
+                            }
+                        }
+                    }
+                    Op::Heartbeat(i) if !live.is_empty() => {
+                        let id = live.values().nth(i % live.len()).map(|l| l.id).unwrap();
+                        prop_assert!(book.heartbeat(id, now));
+                    }
+                    Op::Release(i) if !live.is_empty() => {
+                        let agent = live.keys().nth(i % live.len()).cloned().unwrap();
+                        let l = live.remove(&agent).unwrap();
+                        prop_assert!(book.end_dongle(l.id, now, EndReason::Released, None).is_some());
+                        ended_keys.insert(l.public_key);
+                    }
+                    Op::Heartbeat(_) | Op::Release(_) => {
+                        prop_assert!(!book.heartbeat(u64::MAX, now));
+                    }
+                    Op::Toggle(n) => { let _ = book.note_toggle(n, n % 2 == 0); }
+                    Op::Wait(ms) => now += u64::from(ms),
+                    Op::Expire => {
+                        for id in book.heartbeat_expired(now, timeout) {
+                            let (l, _) = book.end_dongle(id, now, EndReason::HeartbeatTimeout, None).unwrap();
+                            live.retain(|_, x| x.id != id);
+                            ended_keys.insert(l.public_key);
+                        }
+                    }
+                }
+                let held: Vec<LeaseId> = book.shelf().exits().iter().filter_map(|e| e.holder()).collect();
+                prop_assert_eq!(held.len(), live.len(), "one dongle per live lease");
+                let held: HashSet<LeaseId> = held.into_iter().collect();
+                prop_assert_eq!(held.len(), live.len(), "a dongle is held twice");
+                for l in live.values() {
+                    prop_assert!(held.contains(&l.id));
+                    prop_assert!(book.dongle_lease(l.id).is_some());
+                    prop_assert!(book.by_public_key(&l.public_key).is_some());
+                }
+                for k in &ended_keys {
+                    prop_assert!(book.by_public_key(k).is_none());
+                }
+            }
+        }
+    }
+}
