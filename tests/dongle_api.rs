@@ -505,6 +505,14 @@ async fn heartbeat_expiry_under_a_manual_clock_ends_the_lease_and_peer() {
     tokio::time::sleep(Duration::from_millis(150)).await; // several sweeps
     let r = rig.server.get(&format!("/dongle/heartbeat/{id}")).await;
     assert_eq!(r.status, StatusCode::OK, "alive after 9 minutes");
+    let beat = edgeward::clock::Clock::now_ms(rig.server.clock.as_ref());
+    let deadline = std::time::UNIX_EPOCH + Duration::from_millis(beat + 600_000);
+    let d = rig.dongle(17).await;
+    assert_eq!(
+        d["heartbeat_deadline"],
+        humantime::format_rfc3339_millis(deadline).to_string(),
+        "{d}"
+    );
     rig.server.clock.advance(Duration::from_secs(9 * 60));
     tokio::time::sleep(Duration::from_millis(150)).await;
     // a renewal counts too

@@ -266,7 +266,7 @@ pub fn dongles(state: &ApiState) -> Response<Body> {
                 "holder": lease.map(|l| match &l.holder { Holder::Agent { id } => id.clone(), Holder::Client { ip } => ip.to_string() }),
                 "since": opt_time(lease.map(|l| l.allocated_at)),
                 "last_heartbeat": opt_time(d.last_heartbeat),
-                "heartbeat_deadline": opt_time(d.last_heartbeat.map(|t| t.saturating_add(timeout_ms))),
+                "heartbeat_deadline": opt_time(d.heartbeat_counts_from.map(|t| t.saturating_add(timeout_ms))),
                 "last_handshake": opt_time(lease.and_then(|l| l.last_handshake)),
                 "rx_bytes": lease.map_or(0, |l| l.rx_bytes),
                 "tx_bytes": lease.map_or(0, |l| l.tx_bytes),

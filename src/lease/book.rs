@@ -620,6 +620,11 @@ impl LeaseBook {
         self.leases.len()
     }
 
+    /// Activity and heartbeat time never count from before this instant (the start).
+    pub fn activity_floor(&self) -> UnixMillis {
+        self.activity_floor
+    }
+
     pub fn next_id(&self) -> LeaseId {
         self.next_id
     }

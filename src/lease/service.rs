@@ -170,6 +170,9 @@ pub struct DongleView {
     /// The live lease on it (no private key).
     pub lease: Option<LeaseView>,
     pub last_heartbeat: Option<UnixMillis>,
+    /// Where the heartbeat timeout counts from: the last heartbeat, renewal or allocation, or
+    /// edgeward's start if that is later.
+    pub heartbeat_counts_from: Option<UnixMillis>,
     pub toggles: u32,
     pub toggle_failures: u32,
     pub idle_since: Option<UnixMillis>,
@@ -509,7 +512,13 @@ impl LeaseService {
                         rx_bytes: l.rx_bytes,
                         tx_bytes: l.tx_bytes,
                     }),
-                    last_heartbeat: lease.map(|l| l.last_heartbeat.unwrap_or(l.allocated_at)),
+                    last_heartbeat: lease.and_then(|l| l.last_heartbeat),
+                    heartbeat_counts_from: lease.map(|l| {
+                        l.last_heartbeat
+                            .unwrap_or(0)
+                            .max(l.allocated_at)
+                            .max(book.activity_floor())
+                    }),
                     toggles: lease.map_or(0, |l| l.toggles),
                     toggle_failures: lease.map_or(0, |l| l.toggle_failures),
                     idle_since: e.idle_since(),
