@@ -206,7 +206,7 @@ impl DongleHealth for FleetHealth {
         };
         modems
             .status(u32::from(number))
-            .is_some_and(|s| crate::api::modem_ready(&s))
+            .is_some_and(|s| s.is_ready())
             && self.egress_ok(number)
     }
 }

@@ -228,15 +228,6 @@ fn opt_time(at: Option<UnixMillis>) -> Value {
     at.map_or(Value::Null, |t| Value::String(time(t)))
 }
 
-/// Whether a modem may carry a new lease: port open, registered, with an address, not toggling.
-/// (The app adds the egress state when it decides; this view shows the modem's part.)
-pub fn modem_ready(s: &ModemStatus) -> bool {
-    s.port_state == crate::modem::actor::PortState::Open
-        && s.registration.is_some_and(|r| r.is_registered())
-        && s.ip.is_some()
-        && s.toggle.is_none()
-}
-
 /// `GET /api/dongles`: every dongle, its modem and its lease.
 pub fn dongles(state: &ApiState) -> Response<Body> {
     let timeout = state.config.dongle.heartbeat_timeout.get();
@@ -247,7 +238,7 @@ pub fn dongles(state: &ApiState) -> Response<Body> {
         .into_iter()
         .map(|d| {
             let modem = state.modems.status(u32::from(d.number));
-            let ready = modem.as_ref().is_some_and(modem_ready);
+            let ready = modem.as_ref().is_some_and(ModemStatus::is_ready);
             let lease = d.lease.as_ref();
             json!({
                 "dongle": d.number,

@@ -10,7 +10,6 @@
 mod access;
 mod dongle;
 mod dongle_lease;
-pub use dongle_lease::modem_ready;
 pub mod error;
 pub mod http;
 mod public;

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::http::{json_response, text_response, Body};
 use super::ApiState;
 use crate::metrics::{DongleGauge, Metrics, PoolGauge};
+use crate::modem::actor::ModemStatus;
 
 /// `GET /`: what this is, and the endpoints (the route table hands them in).
 pub fn index(endpoints: Vec<String>) -> Response<Body> {
@@ -70,7 +71,7 @@ pub fn metrics(state: &ApiState) -> Response<Body> {
             DongleGauge {
                 dongle: d.number,
                 leased: d.lease.is_some(),
-                healthy: modem.as_ref().is_some_and(super::modem_ready),
+                healthy: modem.as_ref().is_some_and(ModemStatus::is_ready),
                 rx_bytes: d.rx_bytes_total,
                 tx_bytes: d.tx_bytes_total,
                 handshakes: d.handshakes,
