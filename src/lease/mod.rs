@@ -3,8 +3,9 @@
 //! `book` is the pure core (allocation, release, idle expiry, usage; `now` passed in);
 //! `service` puts it behind a single writer with durable group commit and answers queries with
 //! owned views. `dongle` is seed 001's shelf of modems, `report` assesses release reports and
-//! `sessions` aggregates dongle history for operators (all pure). Handlers talk to [`LeaseService`], never to the store or the book. This module
-//! knows nothing of the data plane: the app's wiring connects [`LeaseObserver`] to it.
+//! `sessions` aggregates dongle history for operators (all pure). Handlers talk to
+//! [`LeaseService`], never to the store or the book. This module knows nothing of the data
+//! plane or the modems: the app's wiring connects [`LeaseObserver`] and [`DongleHealth`] to it.
 
 pub mod book;
 pub mod dongle;
