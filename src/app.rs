@@ -6,7 +6,7 @@
 //! tests run exactly what operators run.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,7 +18,7 @@ use crate::api::{self, ApiState, Listener};
 use crate::clock::{Clock, SystemClock, UnixMillis};
 use crate::config::{ApiConfig, Config};
 use crate::keys::PublicKey;
-use crate::lease::{LeaseObserver, LeaseService, PoolSpec, Sweep};
+use crate::lease::{DongleHealth, DongleSetup, LeaseObserver, LeaseService, PoolSpec, Sweep};
 use crate::metrics::Metrics;
 use crate::modem::actor::{ModemSpec, Timing};
 use crate::modem::ladder::Limits;
@@ -84,7 +84,13 @@ impl App {
         // Everything that can fail on the configuration alone, before the host is touched.
         let modem_specs = modem_specs(&config, options.modem_time_scale)?;
         let (feed, peer_queue) = server::peer_feed();
-        let leases = start_leases(&config, &options, feed)?;
+        let fleet = Arc::new(FleetHealth::default());
+        let leases = start_leases(
+            &config,
+            &options,
+            feed,
+            fleet.clone() as Arc<dyn DongleHealth>,
+        )?;
         let bound = bind_listeners(&config.api).await?;
 
         let metrics = Arc::new(Metrics::default());
@@ -97,6 +103,7 @@ impl App {
             Arc::clone(&options.clock),
             shutdown_rx.clone(),
         );
+        let _ = fleet.modems.set(Arc::clone(&modems));
         let sweeper = leases.spawn_sweeper(
             sweep_plan(&config, &options),
             Arc::clone(&metrics),
@@ -175,6 +182,35 @@ impl LeaseObserver for LeasePeers {
     }
 }
 
+/// Whether a dongle may be handed out, from the modem service (port open, registered, with an
+/// address, not toggling) and the egress state (its interface up and routed). Until the modem
+/// service is up, no dongle is healthy.
+#[derive(Default)]
+struct FleetHealth {
+    modems: OnceLock<Arc<ModemService>>,
+}
+
+impl FleetHealth {
+    /// The egress part: dongle `n`'s interface is up and routed. The egress service fills
+    /// this in; until then (and in the demo, where the simulator stands in for the
+    /// interface) the modem's own state decides.
+    fn egress_ok(&self, _number: u8) -> bool {
+        true
+    }
+}
+
+impl DongleHealth for FleetHealth {
+    fn is_healthy(&self, number: u8) -> bool {
+        let Some(modems) = self.modems.get() else {
+            return false;
+        };
+        modems
+            .status(u32::from(number))
+            .is_some_and(|s| s.is_ready())
+            && self.egress_ok(number)
+    }
+}
+
 /// Data-plane activity (handshakes, received traffic) becomes lease activity.
 struct LeaseActivity(Arc<LeaseService>);
 
@@ -193,6 +229,7 @@ fn start_leases(
     config: &Config,
     options: &AppOptions,
     feed: PeerFeed,
+    health: Arc<dyn DongleHealth>,
 ) -> anyhow::Result<Arc<LeaseService>> {
     let store = Store::open(&config.store.path)?;
     let specs: Vec<PoolSpec> = config
@@ -205,9 +242,18 @@ fn start_leases(
             endpoint_host: config.pool_endpoint_host(p),
         })
         .collect();
-    Ok(LeaseService::start(
+    let dongles = DongleSetup {
+        numbers: config
+            .modems
+            .iter()
+            .filter_map(|m| u8::try_from(m.number).ok())
+            .collect(),
+        health,
+    };
+    Ok(LeaseService::start_with(
         store,
         &specs,
+        dongles,
         config.store.history_retention.get(),
         Arc::clone(&options.clock),
         Some(Arc::new(LeasePeers(feed))),
@@ -293,11 +339,14 @@ async fn start_data_plane(
 /// twentieth of `idle_release` (100 ms to 5 s) unless the options say otherwise.
 fn sweep_plan(config: &Config, options: &AppOptions) -> Sweep {
     let idle_after = config.vpn.idle_release.get();
+    let heartbeat_timeout = config.dongle.heartbeat_timeout.get();
     Sweep {
         idle_after,
+        heartbeat_timeout,
         history_retention: config.store.history_retention.get(),
         every: options.sweep_every.unwrap_or_else(|| {
-            (idle_after / 20).clamp(Duration::from_millis(100), Duration::from_secs(5))
+            (idle_after.min(heartbeat_timeout) / 20)
+                .clamp(Duration::from_millis(100), Duration::from_secs(5))
         }),
     }
 }
@@ -326,6 +375,9 @@ fn log_ready(
         log::info!("listening on https://{a}");
     }
     log::info!("WireGuard listening on UDP {}", wg.local_addr);
+    for warning in config.warnings() {
+        log::warn!("{warning}");
+    }
     if !wg.carries_traffic {
         log::warn!(
             "HANDSHAKE-ONLY MODE: no TUN device ({}); clients can connect but no traffic is carried",

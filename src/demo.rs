@@ -1,5 +1,6 @@
 //! `edgeward demo`: a ready-made configuration on a temporary store with three simulated LTE
-//! modems on PTYs — no hardware, no root.
+//! modems on PTYs — no hardware, no root. The simulated modems are dongles 17–19 (seed 001):
+//! the simulator stands in for the modem's network interface.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -75,11 +76,17 @@ pub fn banner(addr: SocketAddr) -> String {
          \x20 curl {base}/vpn_api/status\n\
          \x20 curl -X POST {base}/vpn_api/release -H 'Content-Type: application/json' \\\n\
          \x20      -d '{{\"public_key\": \"<public_key from allocate>\"}}'\n\
+         \x20 curl -X POST {base}/dongle/allocate -H 'Content-Type: application/json' \\\n\
+         \x20      -d '{{\"agent_id\": \"U22-01-01\"}}'   # lease one of dongles 17-19\n\
+         \x20 curl {base}/dongle/heartbeat/<id>\n\
+         \x20 curl -X POST {base}/dongle/release/<id>\n\
+         \x20 curl {base}/api/dongles\n\
          \x20 curl {base}/toggle/17            # change modem 17's IP\n\
          \x20 curl {base}/toggle-status/17\n\
          \x20 curl {base}/api/modems\n\
          \x20 curl {base}/api/health\n\
          \x20 curl {base}/metrics\n\n\
-         Client flows: ../shared/acceptance/vpn_bash_flow.sh {base}\n"
+         Client flows: ../shared/acceptance/vpn_bash_flow.sh {base}\n\
+         \x20             ../shared/acceptance/dongle_flow.sh {base} U22-01-01\n"
     )
 }

@@ -82,6 +82,9 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         config.modems.len(),
         config.api.listen.len() + config.api.tls_listen.len()
     );
+    for warning in config.warnings() {
+        println!("warning: {warning}");
+    }
     Ok(())
 }
 

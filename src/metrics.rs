@@ -32,6 +32,20 @@ pub struct PoolGauge {
     pub in_use: usize,
 }
 
+/// One dongle's numbers, as its owners (leases, modems) report them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DongleGauge {
+    /// The dongle number (the `dongle` label).
+    pub dongle: u8,
+    pub leased: bool,
+    pub healthy: bool,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub handshakes: u64,
+    pub toggles: u64,
+    pub toggle_failures: u64,
+}
+
 /// The data plane's numbers, as its owner reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DataPlaneGauge {
@@ -149,6 +163,67 @@ impl Metrics {
             "gauge",
             uptime_seconds,
         );
+        out
+    }
+
+    /// Per-dongle series (seed 001): leased and healthy (0/1), bytes, handshakes, toggles and
+    /// their failures.
+    pub fn render_dongles(dongles: &[DongleGauge]) -> String {
+        let mut out = String::new();
+        if dongles.is_empty() {
+            return out;
+        }
+        type Field = fn(&DongleGauge) -> u64;
+        let series: [(&str, &str, &str, Field); 7] = [
+            (
+                "edgeward_dongle_leased",
+                "1 while an agent holds the dongle.",
+                "gauge",
+                |d| u64::from(d.leased),
+            ),
+            (
+                "edgeward_dongle_healthy",
+                "1 while the dongle may be handed out or carry traffic.",
+                "gauge",
+                |d| u64::from(d.healthy),
+            ),
+            (
+                "edgeward_dongle_rx_bytes_total",
+                "Bytes received from the dongle's agents since start.",
+                "counter",
+                |d| d.rx_bytes,
+            ),
+            (
+                "edgeward_dongle_tx_bytes_total",
+                "Bytes sent to the dongle's agents since start.",
+                "counter",
+                |d| d.tx_bytes,
+            ),
+            (
+                "edgeward_dongle_handshakes_total",
+                "WireGuard handshakes on the dongle's exit since start.",
+                "counter",
+                |d| d.handshakes,
+            ),
+            (
+                "edgeward_dongle_toggles_total",
+                "IP toggles of the dongle's modem since start.",
+                "counter",
+                |d| d.toggles,
+            ),
+            (
+                "edgeward_dongle_toggle_failures_total",
+                "Failed IP toggles of the dongle's modem since start.",
+                "counter",
+                |d| d.toggle_failures,
+            ),
+        ];
+        for (name, help, kind, value) in series {
+            header(&mut out, name, help, kind);
+            for d in dongles {
+                let _ = writeln!(out, "{name}{{dongle=\"{}\"}} {}", d.dongle, value(d));
+            }
+        }
         out
     }
 

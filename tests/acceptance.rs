@@ -63,3 +63,63 @@ async fn seed_000_bash_client_flow() {
 async fn seed_000_python_client_flow() {
     with_demo(|base| run_flow("python3", "vpn_python_flow.py", &base)).await;
 }
+
+/// Waits until the demo's `/api/dongles` shows a healthy dongle (its simulated modems register
+/// a moment after start).
+async fn wait_for_a_healthy_dongle(base: &str) {
+    let addr: SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("a valid address");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = common::request(addr, hyper::Method::GET, "/api/dongles", &[], None).await;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let healthy = v["dongles"]
+            .as_array()
+            .is_some_and(|ds| ds.iter().any(|d| d["healthy"] == true));
+        if healthy {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no demo dongle became healthy: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn seed_001_dongle_flow() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}")
+        .parse()
+        .expect("a valid address");
+    let mut child = Command::new(edgeward_bin())
+        .args(["demo", "--listen", &addr.to_string()])
+        .env("EDGEWARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a process");
+    wait_until_serving(addr, Duration::from_secs(10)).await;
+    let base = format!("http://{addr}");
+    wait_for_a_healthy_dongle(&base).await;
+    let out = Command::new("bash")
+        .arg(acceptance_dir().join("dongle_flow.sh"))
+        .arg(&base)
+        .arg("U22-01-01")
+        .output()
+        .expect("run bash (tests/run.sh installs curl and jq)");
+    child.kill().expect("kill a process");
+    child.wait().expect("wait for a process");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "dongle_flow.sh failed:\n{text}");
+    assert!(
+        text.contains("✅ dongle"),
+        "dongle_flow.sh did not finish:\n{text}"
+    );
+}

@@ -51,6 +51,24 @@ fn check_config_accepts_the_shipped_config() {
 }
 
 #[test]
+fn check_config_warns_when_the_port_is_not_55555() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dongles.toml");
+    std::fs::write(
+        &path,
+        "[wireguard]\nendpoint_host = \"203.0.113.10\"\nlisten_port = 51820\n[[modem]]\nnumber = 17\nport = \"/dev/ttyUSB2\"\nprofile = \"quectel\"\nnetdev = \"wwan0\"\n",
+    )
+    .unwrap();
+    let o = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("warning: wireguard.listen_port is 51820, not 55555"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_config_names_every_problem_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

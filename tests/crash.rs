@@ -166,3 +166,114 @@ async fn kill_9_during_allocation_load_loses_nothing_acknowledged() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Waits until `/api/dongles` shows `n` healthy dongles.
+async fn wait_for_healthy_dongles(addr: SocketAddr, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = try_request(addr, Method::GET, "/api/dongles", &[], None).await {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let healthy = v["dongles"]
+                .as_array()
+                .map_or(0, |ds| ds.iter().filter(|d| d["healthy"] == true).count());
+            if healthy >= n {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} dongles never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn allocate_dongle(addr: SocketAddr, agent: &str) -> (StatusCode, serde_json::Value) {
+    let body = json!({ "agent_id": agent }).to_string();
+    let r = request(
+        addr,
+        Method::POST,
+        "/dongle/allocate",
+        &[("content-type", "application/json")],
+        Some(body.into_bytes()),
+    )
+    .await;
+    let v = serde_json::from_slice(&r.body).unwrap_or_default();
+    (r.status, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_every_dongle_lease_and_renewal_still_works() {
+    use edgeward::modem::sim::{LineEnding, SimConfig, SimModem};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut config = TestConfig::bare()
+        .listen(addr)
+        .store(&dir.path().join("edgeward.redb"))
+        .wg_port(0);
+    let mut sims = Vec::new();
+    for n in [17u8, 18] {
+        let path = dir.path().join(format!("tty-dongle{n}"));
+        let sim = SimModem::start(
+            &path,
+            SimConfig {
+                profile: "quectel".into(),
+                echo: true,
+                line_ending: LineEnding::CrLf,
+                initial_ip: std::net::Ipv4Addr::new(100, 64, 0, n),
+                registration_delay: Duration::from_millis(30),
+                reply_delay: Duration::from_millis(1),
+                reset_downtime: Duration::from_millis(300),
+                urc_noise: false,
+                seed: u64::from(n),
+            },
+        )
+        .unwrap();
+        sims.push(sim);
+        config = config.modem(u32::from(n), &path, "quectel", &format!("wwan{n}"), &[]);
+    }
+    let config = config.write(dir.path());
+    let mut child = spawn(&config);
+    wait_until_serving(addr, Duration::from_secs(10)).await;
+    wait_for_healthy_dongles(addr, 2).await;
+    let (sa, a) = allocate_dongle(addr, "A").await;
+    let (sb, b) = allocate_dongle(addr, "B").await;
+    assert_eq!((sa, sb), (StatusCode::OK, StatusCode::OK), "{a} {b}");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let mut child = spawn(&config);
+    wait_until_serving(addr, Duration::from_secs(10)).await;
+    for (agent, before) in [("A", &a), ("B", &b)] {
+        let (status, v) = allocate_dongle(addr, agent).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["renewed"], true, "{agent}'s lease survived kill -9: {v}");
+        for field in ["id", "dongle", "private_key", "public_key"] {
+            assert_eq!(
+                v["dongle"][field], before["dongle"][field],
+                "{agent}: {field}"
+            );
+        }
+        let id = &before["dongle"]["id"];
+        let r = request(
+            addr,
+            Method::GET,
+            &format!("/dongle/heartbeat/{id}"),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    wait_for_healthy_dongles(addr, 2).await;
+    let (status, _) = allocate_dongle(addr, "C").await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "both dongles are still held"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(sims);
+}

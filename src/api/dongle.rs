@@ -42,7 +42,17 @@ fn number(segment: &str) -> Result<u32, ApiError> {
 
 pub async fn toggle(state: &ApiState, n: &str) -> Result<Response<Body>, ApiError> {
     let n = number(n)?;
-    match state.modems.toggle(n).await {
+    let result = state.modems.toggle(n).await;
+    // Counted on the session holding the dongle (its own toggles and their outcomes).
+    if let (Ok(d), true) = (
+        u8::try_from(n),
+        matches!(result, Ok(_) | Err(ToggleError::Failed { .. })),
+    ) {
+        if let Err(e) = state.leases.note_toggle(d, result.is_ok()).await {
+            log::warn!("dongle {d}: toggle not counted on its session: {e}");
+        }
+    }
+    match result {
         Ok(t) => Ok(json_response(
             StatusCode::OK,
             &json!({

@@ -9,6 +9,7 @@
 
 mod access;
 mod dongle;
+mod dongle_lease;
 pub mod error;
 pub mod http;
 mod public;

@@ -5,7 +5,8 @@ use serde_json::json;
 
 use super::http::{json_response, text_response, Body};
 use super::ApiState;
-use crate::metrics::{Metrics, PoolGauge};
+use crate::metrics::{DongleGauge, Metrics, PoolGauge};
+use crate::modem::actor::ModemStatus;
 
 /// `GET /`: what this is, and the endpoints (the route table hands them in).
 pub fn index(endpoints: Vec<String>) -> Response<Body> {
@@ -61,5 +62,24 @@ pub fn metrics(state: &ApiState) -> Response<Body> {
         .unwrap_or_else(|e| e.into_inner())
         .gauge();
     text.push_str(&Metrics::render_data_plane(&plane));
+    let dongles: Vec<DongleGauge> = state
+        .leases
+        .dongles()
+        .into_iter()
+        .map(|d| {
+            let modem = state.modems.status(u32::from(d.number));
+            DongleGauge {
+                dongle: d.number,
+                leased: d.lease.is_some(),
+                healthy: modem.as_ref().is_some_and(ModemStatus::is_ready),
+                rx_bytes: d.rx_bytes_total,
+                tx_bytes: d.tx_bytes_total,
+                handshakes: d.handshakes,
+                toggles: modem.as_ref().map_or(0, |m| m.toggle_count),
+                toggle_failures: modem.as_ref().map_or(0, |m| m.toggle_failures),
+            }
+        })
+        .collect();
+    text.push_str(&Metrics::render_dongles(&dongles));
     text_response("text/plain; version=0.0.4", text)
 }

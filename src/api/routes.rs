@@ -14,7 +14,7 @@ use hyper::Response;
 
 use super::error::{ApiError, Family};
 use super::http::{Body, Ctx};
-use super::{dongle, public, vpn, ApiState, Req};
+use super::{dongle, dongle_lease, public, vpn, ApiState, Req};
 
 /// Who may call an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +127,31 @@ pub static ROUTES: &[Route] = &[
         handler: |s, _, r, _| Box::pin(async move { vpn::status(s, r) }),
         summary: "slot usage and active connections (optional ?ip=HOST)",
     },
+    // --- seed 001 §1-3: dongle leases ----------------------------------------------------
+    Route {
+        methods: POST,
+        pattern: "/dongle/allocate",
+        family: Family::Dongle,
+        access: Access::Agent,
+        handler: |s, _, r, _| Box::pin(dongle_lease::allocate(s, r)),
+        summary: "lease a dongle (or renew the agent's lease): {\"agent_id\"}",
+    },
+    Route {
+        methods: GET_POST,
+        pattern: "/dongle/heartbeat/{id}",
+        family: Family::Dongle,
+        access: Access::Agent,
+        handler: |s, _, _, p| Box::pin(async move { dongle_lease::heartbeat(s, p.get("id")) }),
+        summary: "keep dongle lease id alive (only heartbeats do; WireGuard traffic does not)",
+    },
+    Route {
+        methods: GET_POST,
+        pattern: "/dongle/release/{id}",
+        family: Family::Dongle,
+        access: Access::Agent,
+        handler: |s, _, r, p| Box::pin(dongle_lease::release(s, r, p.get("id"))),
+        summary: "end dongle lease id, with the optional statistics report",
+    },
     // --- seed 001 §4: the IP toggle -------------------------------------------------------
     Route {
         methods: GET_POST,
@@ -160,6 +185,23 @@ pub static ROUTES: &[Route] = &[
         access: Access::AdminView,
         handler: |s, _, _, p| Box::pin(async move { dongle::modem(s, p.get("n")) }),
         summary: "one modem",
+    },
+    Route {
+        methods: GET,
+        pattern: "/api/dongles",
+        family: Family::Dongle,
+        access: Access::AdminView,
+        handler: |s, _, _, _| Box::pin(async move { Ok(dongle_lease::dongles(s)) }),
+        summary: "every dongle: modem state, holder, heartbeat, handshake, bytes, toggles",
+    },
+    Route {
+        methods: GET,
+        pattern: "/api/dongles/sessions",
+        family: Family::Dongle,
+        access: Access::AdminView,
+        handler: |s, _, r, _| Box::pin(async move { dongle_lease::sessions(s, r) }),
+        summary:
+            "dongle sessions with reports and aggregates (?agent_id=&dongle=&since=&until=&limit=)",
     },
 ];
 
@@ -328,10 +370,9 @@ mod tests {
 
     #[test]
     fn modem_identities_are_not_for_agents_or_the_public() {
-        for r in ROUTES
-            .iter()
-            .filter(|r| r.pattern.starts_with("/api/modems"))
-        {
+        for r in ROUTES.iter().filter(|r| {
+            r.pattern.starts_with("/api/modems") || r.pattern.starts_with("/api/dongles")
+        }) {
             assert_eq!(r.access, Access::AdminView, "{}", r.pattern);
         }
     }
@@ -373,6 +414,7 @@ mod tests {
         assert_eq!(family("/vpn_api/nope"), Family::Vpn);
         assert_eq!(family("/toggle/1/2"), Family::Dongle);
         assert_eq!(family("/api/modems/1/2"), Family::Dongle);
+        assert_eq!(family("/dongle/nope"), Family::Dongle);
         assert_eq!(family("/nothing"), Family::Public);
         assert_eq!(family("/api/nothing"), Family::Public);
     }

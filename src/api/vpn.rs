@@ -29,7 +29,12 @@ fn lease_error(e: LeaseError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "No available VPN keys")
         }
         LeaseError::UnknownHost(host) => ApiError::not_found(format!("Unknown VPN server: {host}")),
-        LeaseError::NotFound => ApiError::not_found("Key not found or not in use"),
+        LeaseError::NotFound | LeaseError::DongleNotFound => {
+            ApiError::not_found("Key not found or not in use")
+        }
+        LeaseError::NoDongle => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "No available dongle")
+        }
         LeaseError::Storage(detail) => ApiError::internal(format!("storage error: {detail}")),
         LeaseError::ShuttingDown => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "edgeward is shutting down")

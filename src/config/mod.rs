@@ -198,7 +198,7 @@ pub struct DongleConfig {
 impl Default for DongleConfig {
     fn default() -> Self {
         Self {
-            heartbeat_timeout: HumaneDuration(Duration::from_secs(300)),
+            heartbeat_timeout: HumaneDuration(Duration::from_secs(600)),
             max_parallel_toggles: 4,
             toggle_timeout: HumaneDuration(Duration::from_secs(300)),
         }
@@ -386,7 +386,25 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.wireguard.endpoint_host.clone())
     }
+
+    /// Valid but probably not what the operator wants: said loudly by `check-config` and at
+    /// start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let port = self.wireguard.listen_port;
+        if !self.modems.is_empty() && port != SEED_001_PORT {
+            out.push(format!(
+                "wireguard.listen_port is {port}, not {SEED_001_PORT}: clients that build their \
+                 config from seed 001's template (Endpoint = {{server_ip}}:{SEED_001_PORT}) will \
+                 not reach this box; /dongle/allocate's config field uses the real port"
+            ));
+        }
+        out
+    }
 }
+
+/// The WireGuard port seed 001's client template hard-codes.
+pub const SEED_001_PORT: u16 = 55555;
 
 /// How many client slots a pool subnet has: every host address but the first (the server's).
 pub fn slot_capacity(subnet: Ipv4Net) -> u32 {

@@ -18,7 +18,7 @@ fn defaults_match_the_design() {
     assert_eq!(c.vpn.idle_release.get(), Duration::from_secs(600));
     assert_eq!(c.vpn.pools.len(), 1);
     assert_eq!(c.vpn.pools[0].keys, 10);
-    assert_eq!(c.dongle.heartbeat_timeout.get(), Duration::from_secs(300));
+    assert_eq!(c.dongle.heartbeat_timeout.get(), Duration::from_secs(600));
     assert_eq!(c.vm.libvirt_uri, "qemu:///system");
 }
 
@@ -389,4 +389,34 @@ fn history_retention_is_read() {
 fn syntax_errors_are_reported() {
     let p = problems("[wireguard\nendpoint_host = 1\n");
     assert_eq!(p.len(), 1, "{p:?}");
+}
+
+#[test]
+fn dongles_need_the_public_host_and_the_heartbeat_timeout_defaults_to_ten_minutes() {
+    let modem = "[[modem]]\nnumber = 17\nport = \"/dev/ttyUSB2\"\nprofile = \"quectel\"\nnetdev = \"wwan0\"\n";
+    let p = problems(&format!("[vpn]\npool = []\n{modem}"));
+    assert!(
+        p.iter()
+            .any(|p| p.key == "wireguard.endpoint_host" && p.message.contains("dongles")),
+        "{p:?}"
+    );
+    let c = Config::from_toml_str_only(&format!("{MINIMAL}{modem}")).unwrap();
+    assert_eq!(
+        c.dongle.heartbeat_timeout.get(),
+        std::time::Duration::from_secs(600)
+    );
+}
+
+#[test]
+fn a_port_other_than_55555_with_dongles_is_a_warning() {
+    let modem = "[[modem]]\nnumber = 17\nport = \"/dev/ttyUSB2\"\nprofile = \"quectel\"\nnetdev = \"wwan0\"\n";
+    let c = Config::from_toml_str_only(&format!("{MINIMAL}{modem}")).unwrap();
+    assert!(c.warnings().is_empty());
+    let c = Config::from_toml_str_only(&format!("{MINIMAL}listen_port = 51820\n{modem}")).unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1);
+    assert!(w[0].contains("51820") && w[0].contains("55555"), "{w:?}");
+    // no dongles, no warning
+    let c = Config::from_toml_str_only(&format!("{MINIMAL}listen_port = 51820\n")).unwrap();
+    assert!(c.warnings().is_empty());
 }

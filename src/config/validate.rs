@@ -86,6 +86,12 @@ impl Config {
         check_vpn(&self.vpn, &self.wireguard, &self.modems, &mut out);
         check_dongle(&self.dongle, &mut out);
         check_modems(&self.modems, &mut out);
+        if !self.modems.is_empty() && self.wireguard.endpoint_host.is_empty() {
+            out.bad(
+                "wireguard.endpoint_host",
+                "no public host for the dongles: /dongle/allocate answers it as server_ip; set [wireguard] endpoint_host",
+            );
+        }
         check_auth(&self.auth, &mut out);
         out.0
     }

@@ -2,7 +2,9 @@
 //!
 //! No I/O and no clock: every operation takes `now` and returns what changed, so the service
 //! around it decides when to persist. Invariants it keeps: a slot is held by at most one lease,
-//! a public key names at most one active lease, and a lease id is never reused.
+//! a public key names at most one active lease, and a lease id is never reused. Dongle
+//! leases (seed 001) live in the same book, with the same id sequence: a dongle is held by at
+//! most one lease and an agent holds at most one dongle.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -10,9 +12,12 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
+use super::dongle::{self, Shelf};
 use crate::clock::{elapsed, UnixMillis};
 use crate::keys::{PrivateKey, PublicKey};
-use crate::store::{EndReason, Ended, EndedLease, Holder, LeaseId, LeaseRecord};
+use crate::store::{
+    EndReason, Ended, EndedLease, ExitRecord, Holder, LeaseId, LeaseRecord, ReleaseReport,
+};
 
 /// One WireGuard server identity with a fixed number of client slots.
 #[derive(Debug, Clone)]
@@ -119,11 +124,40 @@ pub struct Usage {
     pub in_use: usize,
 }
 
+/// Where an active lease sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// A slot of `pools[i]`.
+    Pool(usize),
+    /// Dongle `n` (seed 001).
+    Dongle(u8),
+}
+
+/// A dongle lease granted (or renewed).
+#[derive(Debug, Clone)]
+pub struct DongleGrant {
+    pub lease: LeaseRecord,
+    pub number: u8,
+    pub server_public_key: PublicKey,
+    /// The agent already held this lease: same record, same keys.
+    pub renewed: bool,
+    /// The dongle's exit record after the grant (its use count), to store.
+    pub exit: Option<ExitRecord>,
+}
+
+/// No dongle can be handed out: every one is held or unhealthy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no free healthy dongle")]
+pub struct NoDongle;
+
 /// The book of all pools and active leases.
 #[derive(Debug)]
 pub struct LeaseBook {
     pools: Vec<Pool>,
-    leases: HashMap<LeaseId, (usize, LeaseRecord)>,
+    shelf: Shelf,
+    leases: HashMap<LeaseId, (Place, LeaseRecord)>,
+    /// The live dongle lease of each agent.
+    by_agent: HashMap<String, LeaseId>,
     by_public_key: HashMap<PublicKey, LeaseId>,
     next_id: LeaseId,
     /// Idle time is never counted from before this instant (the service's start), so a
@@ -143,9 +177,23 @@ impl LeaseBook {
         next_id: LeaseId,
         now: UnixMillis,
     ) -> (Self, Vec<EndedLease>) {
+        Self::restore_with(pools, Shelf::default(), stored, next_id, now)
+    }
+
+    /// [`Self::restore`] with dongle exits too. A stored dongle lease whose dongle is gone or
+    /// already held, or whose agent already holds one, is ended with `PoolRemoved`.
+    pub fn restore_with(
+        pools: Vec<Pool>,
+        shelf: Shelf,
+        stored: Vec<LeaseRecord>,
+        next_id: LeaseId,
+        now: UnixMillis,
+    ) -> (Self, Vec<EndedLease>) {
         let mut book = Self {
             pools,
+            shelf,
             leases: HashMap::new(),
+            by_agent: HashMap::new(),
             by_public_key: HashMap::new(),
             next_id: next_id.max(1),
             activity_floor: now,
@@ -156,6 +204,31 @@ impl LeaseBook {
         stored.sort_by_key(|l| l.id);
         for lease in stored {
             book.next_id = book.next_id.max(lease.id.saturating_add(1));
+            if let Some(n) = dongle::number_of(&lease.exit) {
+                let agent = match &lease.holder {
+                    Holder::Agent { id } => Some(id.clone()),
+                    Holder::Client { .. } => None,
+                };
+                let fits = agent
+                    .as_ref()
+                    .is_some_and(|a| !book.by_agent.contains_key(a))
+                    && lease.address == dongle::subnet(n).network()
+                    && !book.by_public_key.contains_key(&lease.public_key)
+                    && book.shelf.restore(n, lease.id);
+                match (fits, agent) {
+                    (true, Some(agent)) => {
+                        book.by_agent.insert(agent, lease.id);
+                        book.by_public_key.insert(lease.public_key, lease.id);
+                        book.leases.insert(lease.id, (Place::Dongle(n), lease));
+                    }
+                    _ => orphans.push(lease.end(Ended {
+                        at: now,
+                        reason: EndReason::PoolRemoved,
+                        report: None,
+                    })),
+                }
+                continue;
+            }
             let placed = book
                 .pools
                 .iter()
@@ -167,7 +240,7 @@ impl LeaseBook {
                 Some((pi, slot)) => {
                     book.pools[pi].slots[slot] = Some(lease.id);
                     book.by_public_key.insert(lease.public_key, lease.id);
-                    book.leases.insert(lease.id, (pi, lease));
+                    book.leases.insert(lease.id, (Place::Pool(pi), lease));
                 }
                 None => orphans.push(lease.end(Ended {
                     at: now,
@@ -185,7 +258,14 @@ impl LeaseBook {
 
     /// The pool a lease belongs to.
     pub fn pool_of(&self, id: LeaseId) -> Option<&Pool> {
-        self.leases.get(&id).and_then(|(pi, _)| self.pools.get(*pi))
+        match self.leases.get(&id) {
+            Some((Place::Pool(pi), _)) => self.pools.get(*pi),
+            _ => None,
+        }
+    }
+
+    pub fn shelf(&self) -> &Shelf {
+        &self.shelf
     }
 
     /// Public hosts of all pools, each once, in configuration order.
@@ -247,10 +327,143 @@ impl LeaseBook {
             last_handshake: None,
             rx_bytes: 0,
             tx_bytes: 0,
+            toggles: 0,
+            toggle_failures: 0,
         };
         self.by_public_key.insert(public_key, id);
-        self.leases.insert(id, (pi, lease.clone()));
+        self.leases.insert(id, (Place::Pool(pi), lease.clone()));
         Ok(lease)
+    }
+
+    /// Seed 001's allocate: the agent's live dongle lease again (`renewed`, counted as a
+    /// heartbeat, whatever the dongle's health), or the free healthy dongle idle longest with
+    /// `client_key` as the new lease's key.
+    pub fn allocate_dongle(
+        &mut self,
+        agent: &str,
+        client_key: &PrivateKey,
+        healthy: &dyn Fn(u8) -> bool,
+        now: UnixMillis,
+    ) -> Result<DongleGrant, NoDongle> {
+        if let Some(&id) = self.by_agent.get(agent) {
+            if let Some((Place::Dongle(n), lease)) = self.leases.get_mut(&id) {
+                lease.last_heartbeat = Some(lease.last_heartbeat.unwrap_or(0).max(now));
+                let n = *n;
+                let lease = lease.clone();
+                let server_public_key = self
+                    .shelf
+                    .get(n)
+                    .map(|e| e.server_public_key)
+                    .ok_or(NoDongle)?;
+                return Ok(DongleGrant {
+                    lease,
+                    number: n,
+                    server_public_key,
+                    renewed: true,
+                    exit: None,
+                });
+            }
+        }
+        let n = self.shelf.pick(healthy).ok_or(NoDongle)?;
+        let id = self.next_id;
+        if !self.shelf.take(n, id) {
+            return Err(NoDongle);
+        }
+        self.next_id += 1;
+        let exit = self.shelf.get(n).ok_or(NoDongle)?;
+        let lease = LeaseRecord {
+            id,
+            exit: exit.exit_id.clone(),
+            address: exit.client_address(),
+            private_key: client_key.clone(),
+            public_key: client_key.public_key(),
+            holder: Holder::Agent {
+                id: agent.to_owned(),
+            },
+            allocated_at: now,
+            last_heartbeat: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            toggles: 0,
+            toggle_failures: 0,
+        };
+        let grant = DongleGrant {
+            lease: lease.clone(),
+            number: n,
+            server_public_key: exit.server_public_key,
+            renewed: false,
+            exit: Some(exit.record()),
+        };
+        self.by_public_key.insert(lease.public_key, id);
+        self.by_agent.insert(agent.to_owned(), id);
+        self.leases.insert(id, (Place::Dongle(n), lease));
+        Ok(grant)
+    }
+
+    /// The live dongle lease `id`, if it is one (a VPN lease id is not).
+    pub fn dongle_lease(&self, id: LeaseId) -> Option<(u8, &LeaseRecord)> {
+        match self.leases.get(&id) {
+            Some((Place::Dongle(n), l)) => Some((*n, l)),
+            _ => None,
+        }
+    }
+
+    /// A heartbeat for dongle lease `id` (kept in memory; stored with the next write of the
+    /// lease). `false`: no live dongle lease has this id.
+    pub fn heartbeat(&mut self, id: LeaseId, now: UnixMillis) -> bool {
+        match self.leases.get_mut(&id) {
+            Some((Place::Dongle(_), lease)) => {
+                lease.last_heartbeat = Some(lease.last_heartbeat.unwrap_or(0).max(now));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Dongle leases with no heartbeat (nor allocation, renewal or restart) for `timeout`.
+    /// Handshakes and traffic never count.
+    pub fn heartbeat_expired(&self, now: UnixMillis, timeout: Duration) -> Vec<LeaseId> {
+        let mut ids: Vec<LeaseId> = self
+            .leases
+            .values()
+            .filter(|(place, _)| matches!(place, Place::Dongle(_)))
+            .filter(|(_, l)| {
+                let last = l
+                    .last_heartbeat
+                    .unwrap_or(0)
+                    .max(l.allocated_at)
+                    .max(self.activity_floor);
+                elapsed(last, now) >= timeout
+            })
+            .map(|(_, l)| l.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Counts a toggle of dongle `number` on the lease holding it; returns the updated record.
+    pub fn note_toggle(&mut self, number: u8, ok: bool) -> Option<LeaseRecord> {
+        let id = self.shelf.get(number)?.holder()?;
+        let (_, lease) = self.leases.get_mut(&id)?;
+        lease.toggles = lease.toggles.saturating_add(1);
+        if !ok {
+            lease.toggle_failures = lease.toggle_failures.saturating_add(1);
+        }
+        Some(lease.clone())
+    }
+
+    /// Ends dongle lease `id` (not a VPN lease): its history record, and the dongle's exit
+    /// record with its new idle time, to store together.
+    pub fn end_dongle(
+        &mut self,
+        id: LeaseId,
+        now: UnixMillis,
+        reason: EndReason,
+        report: Option<ReleaseReport>,
+    ) -> Option<(EndedLease, Option<ExitRecord>)> {
+        self.dongle_lease(id)?;
+        self.end_with_exit(id, now, reason, report)
     }
 
     /// The active lease for a client public key.
@@ -270,21 +483,51 @@ impl LeaseBook {
         id: LeaseId,
         now: UnixMillis,
         reason: EndReason,
-        report: Option<serde_json::Value>,
+        report: Option<ReleaseReport>,
     ) -> Option<EndedLease> {
-        let (pi, lease) = self.leases.remove(&id)?;
+        self.end_with_exit(id, now, reason, report).map(|(l, _)| l)
+    }
+
+    fn end_with_exit(
+        &mut self,
+        id: LeaseId,
+        now: UnixMillis,
+        reason: EndReason,
+        report: Option<ReleaseReport>,
+    ) -> Option<(EndedLease, Option<ExitRecord>)> {
+        let (place, lease) = self.leases.remove(&id)?;
         self.by_public_key.remove(&lease.public_key);
         self.traffic.remove(&id);
-        if let Some(pool) = self.pools.get_mut(pi) {
-            if let Some(slot) = pool.slot_of(lease.address) {
-                pool.slots[slot] = None;
+        let mut exit = None;
+        match place {
+            Place::Pool(pi) => {
+                if let Some(pool) = self.pools.get_mut(pi) {
+                    if let Some(slot) = pool.slot_of(lease.address) {
+                        pool.slots[slot] = None;
+                    }
+                }
+            }
+            Place::Dongle(n) => {
+                if let Some(e) = self.shelf.get_mut(n) {
+                    e.rx_ended = e.rx_ended.saturating_add(lease.rx_bytes);
+                    e.tx_ended = e.tx_ended.saturating_add(lease.tx_bytes);
+                }
+                exit = self.shelf.put_back(n, id, now);
+                if let Holder::Agent { id: agent } = &lease.holder {
+                    if self.by_agent.get(agent) == Some(&id) {
+                        self.by_agent.remove(agent);
+                    }
+                }
             }
         }
-        Some(lease.end(Ended {
-            at: now,
-            reason,
-            report,
-        }))
+        Some((
+            lease.end(Ended {
+                at: now,
+                reason,
+                report,
+            }),
+            exit,
+        ))
     }
 
     /// Records that a lease's client completed a WireGuard handshake (activity).
@@ -293,8 +536,13 @@ impl LeaseBook {
             return false;
         };
         match self.leases.get_mut(id) {
-            Some((_, lease)) => {
+            Some((place, lease)) => {
                 lease.last_handshake = Some(lease.last_handshake.unwrap_or(0).max(at));
+                if let Place::Dongle(n) = *place {
+                    if let Some(e) = self.shelf.get_mut(n) {
+                        e.handshakes = e.handshakes.saturating_add(1);
+                    }
+                }
                 true
             }
             None => false,
@@ -370,6 +618,11 @@ impl LeaseBook {
 
     pub fn active_count(&self) -> usize {
         self.leases.len()
+    }
+
+    /// Activity and heartbeat time never count from before this instant (the start).
+    pub fn activity_floor(&self) -> UnixMillis {
+        self.activity_floor
     }
 
     pub fn next_id(&self) -> LeaseId {
@@ -560,6 +813,178 @@ mod tests {
 }
 
 #[cfg(test)]
+mod dongle_tests {
+    use super::*;
+    use crate::lease::dongle::DongleExit;
+
+    fn shelf(numbers: &[u8]) -> Shelf {
+        Shelf::new(
+            numbers
+                .iter()
+                .map(|&n| {
+                    DongleExit::from_record(
+                        n,
+                        &ExitRecord {
+                            id: dongle::exit_id(n),
+                            private_key: PrivateKey::generate(),
+                            created_at: 0,
+                            last_released_at: None,
+                            uses: 0,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    fn book(numbers: &[u8], now: UnixMillis) -> LeaseBook {
+        LeaseBook::restore_with(Vec::new(), shelf(numbers), Vec::new(), 1, now).0
+    }
+
+    fn grant(b: &mut LeaseBook, agent: &str, now: UnixMillis) -> Result<DongleGrant, NoDongle> {
+        b.allocate_dongle(agent, &PrivateKey::generate(), &|_| true, now)
+    }
+
+    #[test]
+    fn renewal_returns_the_same_record_and_counts_as_a_heartbeat() {
+        let mut b = book(&[17], 0);
+        let first = grant(&mut b, "a", 0).unwrap();
+        assert!(!first.renewed);
+        assert_eq!(first.lease.address, Ipv4Addr::new(10, 8, 17, 0));
+        let timeout = Duration::from_secs(600);
+        let again = grant(&mut b, "a", 500_000).unwrap();
+        assert!(again.renewed);
+        assert_eq!(again.lease.id, first.lease.id);
+        assert_eq!(
+            again.lease.private_key.to_base64(),
+            first.lease.private_key.to_base64()
+        );
+        assert!(b.heartbeat_expired(1_099_999, timeout).is_empty());
+        assert_eq!(
+            b.heartbeat_expired(1_100_000, timeout),
+            vec![first.lease.id]
+        );
+        assert_eq!(grant(&mut b, "b", 1).unwrap_err(), NoDongle);
+    }
+
+    #[test]
+    fn heartbeat_expiry_ignores_handshakes_and_traffic() {
+        let mut b = book(&[17], 0);
+        let g = grant(&mut b, "a", 0).unwrap();
+        assert!(b.note_handshake(&g.lease.public_key, 590_000));
+        assert!(b.note_traffic(&g.lease.public_key, 590_000, 100, 100));
+        let timeout = Duration::from_secs(600);
+        assert_eq!(b.heartbeat_expired(600_000, timeout), vec![g.lease.id]);
+        assert!(b.heartbeat(g.lease.id, 600_000));
+        assert!(b.heartbeat_expired(1_199_999, timeout).is_empty());
+        // dongle leases are never idle-released as VPN leases are
+        assert!(b.idle_client_leases(10_000_000, timeout).is_empty());
+    }
+
+    #[test]
+    fn heartbeat_counts_from_the_restore_instant() {
+        let mut b = book(&[17], 0);
+        let g = grant(&mut b, "a", 0).unwrap();
+        let exits: Vec<DongleExit> = b
+            .shelf()
+            .exits()
+            .iter()
+            .map(|e| DongleExit::from_record(e.number, &e.record()))
+            .collect();
+        let (restored, orphans) = LeaseBook::restore_with(
+            Vec::new(),
+            Shelf::new(exits),
+            vec![g.lease.clone()],
+            1,
+            3_600_000,
+        );
+        assert!(orphans.is_empty());
+        let timeout = Duration::from_secs(600);
+        assert!(restored
+            .heartbeat_expired(3_600_000 + 599_999, timeout)
+            .is_empty());
+        assert_eq!(
+            restored.heartbeat_expired(3_600_000 + 600_000, timeout),
+            vec![g.lease.id]
+        );
+        assert_eq!(restored.next_id(), g.lease.id + 1);
+    }
+
+    #[test]
+    fn release_by_id_only_ends_dongle_leases() {
+        let mut pools = vec![Pool::new(
+            "vpn:10.9.0.0/24".into(),
+            "10.9.0.0/24".parse().unwrap(),
+            2,
+            "h".into(),
+            PrivateKey::generate(),
+        )];
+        let (mut b, _) =
+            LeaseBook::restore_with(std::mem::take(&mut pools), shelf(&[17]), Vec::new(), 1, 0);
+        let vpn = b
+            .allocate(
+                Target::Any,
+                Holder::Agent { id: "a".into() },
+                &PrivateKey::generate(),
+                0,
+            )
+            .unwrap();
+        assert!(!b.heartbeat(vpn.id, 1));
+        assert!(b.end_dongle(vpn.id, 1, EndReason::Released, None).is_none());
+        assert!(b.get(vpn.id).is_some());
+        let g = grant(&mut b, "a", 0).unwrap();
+        assert_ne!(g.lease.id, vpn.id, "one id sequence");
+        let (ended, exit) = b
+            .end_dongle(g.lease.id, 5, EndReason::Released, None)
+            .unwrap();
+        assert_eq!(ended.id, g.lease.id);
+        let exit = exit.unwrap();
+        assert_eq!((exit.last_released_at, exit.uses), (Some(5), 1));
+        assert!(b
+            .end_dongle(g.lease.id, 6, EndReason::Released, None)
+            .is_none());
+        // the agent may lease again, with a new id and key
+        let again = grant(&mut b, "a", 7).unwrap();
+        assert!(!again.renewed);
+        assert!(again.lease.id > g.lease.id);
+        assert_ne!(again.lease.public_key, g.lease.public_key);
+    }
+
+    #[test]
+    fn toggles_are_counted_on_the_holder() {
+        let mut b = book(&[17, 18], 0);
+        assert!(b.note_toggle(17, true).is_none(), "nobody holds it");
+        let g = grant(&mut b, "a", 0).unwrap();
+        let n = g.number;
+        b.note_toggle(n, true).unwrap();
+        let l = b.note_toggle(n, false).unwrap();
+        assert_eq!((l.toggles, l.toggle_failures), (2, 1));
+        let (ended, _) = b
+            .end_dongle(g.lease.id, 1, EndReason::Released, None)
+            .unwrap();
+        assert_eq!((ended.toggles, ended.toggle_failures), (2, 1));
+    }
+
+    #[test]
+    fn restore_ends_dongle_leases_that_no_longer_fit() {
+        let mut b = book(&[17, 18], 0);
+        let a = grant(&mut b, "a", 0).unwrap().lease;
+        let c = grant(&mut b, "c", 0).unwrap().lease;
+        let mut twice = a.clone();
+        twice.id = 50;
+        twice.public_key = PrivateKey::generate().public_key();
+        twice.exit = c.exit.clone();
+        twice.address = c.address;
+        let (restored, orphans) =
+            LeaseBook::restore_with(Vec::new(), shelf(&[17]), vec![a.clone(), c, twice], 1, 9);
+        let ids: Vec<_> = orphans.iter().map(|o| o.id).collect();
+        // dongle 18 is no longer configured; the same agent twice keeps only its first
+        assert_eq!(ids, vec![2, 50]);
+        assert!(restored.dongle_lease(a.id).is_some());
+    }
+}
+
+#[cfg(test)]
 mod properties {
     use std::collections::HashSet;
 
@@ -656,6 +1081,116 @@ mod properties {
                     let pool = book.pool_of(l.id).unwrap();
                     prop_assert!(pool.subnet.contains(&l.address));
                     prop_assert_ne!(l.address, pool.server_address());
+                }
+                for k in &ended_keys {
+                    prop_assert!(book.by_public_key(k).is_none());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod dongle_properties {
+    use std::collections::{HashMap, HashSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::lease::dongle::DongleExit;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Allocate(u8, u8),
+        Heartbeat(usize),
+        Release(usize),
+        Toggle(u8),
+        Wait(u32),
+        Expire,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..6, 0u8..8).prop_map(|(a, h)| Op::Allocate(a, h)),
+            2 => any::<usize>().prop_map(Op::Heartbeat),
+            2 => any::<usize>().prop_map(Op::Release),
+            1 => (17u8..21).prop_map(Op::Toggle),
+            2 => (0u32..400_000).prop_map(Op::Wait),
+            1 => Just(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens: one lease per dongle, one per agent, ids only grow, ended keys
+        /// never return, and held ∪ free is every dongle.
+        #[test]
+        fn the_shelf_keeps_its_invariants(ops in proptest::collection::vec(op(), 1..200)) {
+            let exits = (17u8..20).map(|n| DongleExit::from_record(n, &ExitRecord {
+                id: dongle::exit_id(n), private_key: PrivateKey::generate(), created_at: 0,
+                last_released_at: None, uses: 0,
+            })).collect();
+            let (mut book, _) = LeaseBook::restore_with(Vec::new(), Shelf::new(exits), Vec::new(), 1, 0);
+            let mut now = 0u64;
+            let mut live: HashMap<String, LeaseRecord> = HashMap::new();
+            let mut ended_keys = HashSet::new();
+            let mut last_id = 0;
+            let timeout = Duration::from_secs(600);
+            for op in ops {
+                match op {
+                    Op::Allocate(a, unhealthy) => {
+                        let agent = format!("agent-{a}");
+                        let r = book.allocate_dongle(&agent, &PrivateKey::generate(), &|n| n != 17 + unhealthy, now);
+                        match (r, live.get(&agent)) {
+                            (Ok(g), Some(held)) => {
+                                prop_assert!(g.renewed);
+                                prop_assert_eq!(g.lease.id, held.id);
+                            }
+                            (Ok(g), None) => {
+                                prop_assert!(!g.renewed);
+                                prop_assert!(g.lease.id > last_id);
+                                last_id = g.lease.id;
+                                prop_assert!(!ended_keys.contains(&g.lease.public_key));
+                                live.insert(agent, g.lease);
+                            }
+                            (Err(NoDongle), held) => {
+                                prop_assert!(held.is_none());
+                                let healthy_free = book.shelf().exits().iter()
+                                    .filter(|e| e.holder().is_none() && e.number != 17 + unhealthy).count();
+                                prop_assert_eq!(healthy_free, 0);
+                            }
+                        }
+                    }
+                    Op::Heartbeat(i) if !live.is_empty() => {
+                        let id = live.values().nth(i % live.len()).map(|l| l.id).unwrap();
+                        prop_assert!(book.heartbeat(id, now));
+                    }
+                    Op::Release(i) if !live.is_empty() => {
+                        let agent = live.keys().nth(i % live.len()).cloned().unwrap();
+                        let l = live.remove(&agent).unwrap();
+                        prop_assert!(book.end_dongle(l.id, now, EndReason::Released, None).is_some());
+                        ended_keys.insert(l.public_key);
+                    }
+                    Op::Heartbeat(_) | Op::Release(_) => {
+                        prop_assert!(!book.heartbeat(u64::MAX, now));
+                    }
+                    Op::Toggle(n) => { let _ = book.note_toggle(n, n % 2 == 0); }
+                    Op::Wait(ms) => now += u64::from(ms),
+                    Op::Expire => {
+                        for id in book.heartbeat_expired(now, timeout) {
+                            let (l, _) = book.end_dongle(id, now, EndReason::HeartbeatTimeout, None).unwrap();
+                            live.retain(|_, x| x.id != id);
+                            ended_keys.insert(l.public_key);
+                        }
+                    }
+                }
+                let held: Vec<LeaseId> = book.shelf().exits().iter().filter_map(|e| e.holder()).collect();
+                prop_assert_eq!(held.len(), live.len(), "one dongle per live lease");
+                let held: HashSet<LeaseId> = held.into_iter().collect();
+                prop_assert_eq!(held.len(), live.len(), "a dongle is held twice");
+                for l in live.values() {
+                    prop_assert!(held.contains(&l.id));
+                    prop_assert!(book.dongle_lease(l.id).is_some());
+                    prop_assert!(book.by_public_key(&l.public_key).is_some());
                 }
                 for k in &ended_keys {
                     prop_assert!(book.by_public_key(k).is_none());

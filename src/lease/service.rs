@@ -8,6 +8,11 @@
 //! file. If a commit fails, the worker rebuilds the book from the store (the truth) and
 //! answers the whole batch with a storage error.
 //!
+//! Dongle leases (seed 001) go through the same writer and the same tables: exactly one of
+//! many agents racing for the last dongle wins because one thread decides. Heartbeats only
+//! touch the book (no fsync per beat); they are stored with the lease's next write, and a
+//! restart counts heartbeat time afresh, so downtime never ends a lease.
+//!
 //! History (ended leases) is kept for `history_retention`, then pruned in bounded batches: at
 //! start, and by the sweeper that also ends idle leases.
 
@@ -19,12 +24,15 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::book::{AllocError, LeaseBook, Pool, Target, Usage};
+use super::book::{AllocError, DongleGrant, LeaseBook, Pool, Target, Usage};
+use super::dongle::{self, DongleExit, DongleHealth, Shelf};
+use super::report;
 use crate::clock::{Clock, UnixMillis};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Metrics;
 use crate::store::{
-    EndReason, EndedLease, ExitRecord, Holder, LeaseId, LeaseRecord, Store, StoreError, StoreOp,
+    EndReason, EndedLease, ExitRecord, Holder, LeaseId, LeaseRecord, ReleaseReport, Store,
+    StoreError, StoreOp,
 };
 
 /// Most commands folded into one transaction.
@@ -59,6 +67,12 @@ pub enum LeaseError {
     /// No active lease has this key.
     #[error("no active lease has this key")]
     NotFound,
+    /// Every dongle is held or unhealthy.
+    #[error("no free healthy dongle")]
+    NoDongle,
+    /// No live dongle lease has this id.
+    #[error("no live dongle lease has this id")]
+    DongleNotFound,
     #[error("storage: {0}")]
     Storage(String),
     #[error("the lease service is shutting down")]
@@ -131,11 +145,80 @@ pub struct ExitIdentity {
     pub key: PrivateKey,
 }
 
+/// The dongles (seed 001): their numbers and who says whether one may be handed out.
+#[derive(Clone)]
+pub struct DongleSetup {
+    pub numbers: Vec<u8>,
+    pub health: Arc<dyn DongleHealth>,
+}
+
+impl DongleSetup {
+    /// No dongles.
+    pub fn none() -> Self {
+        Self {
+            numbers: Vec::new(),
+            health: Arc::new(dongle::AlwaysHealthy),
+        }
+    }
+}
+
+/// One dongle as operators see it (from the book; the app adds modem and egress state).
+#[derive(Debug, Clone)]
+pub struct DongleView {
+    pub number: u8,
+    pub exit_public_key: PublicKey,
+    /// The live lease on it (no private key).
+    pub lease: Option<LeaseView>,
+    pub last_heartbeat: Option<UnixMillis>,
+    /// Where the heartbeat timeout counts from: the last heartbeat, renewal or allocation, or
+    /// edgeward's start if that is later.
+    pub heartbeat_counts_from: Option<UnixMillis>,
+    pub toggles: u32,
+    pub toggle_failures: u32,
+    pub idle_since: Option<UnixMillis>,
+    pub uses: u64,
+    /// Since start: bytes of every lease on it (ended ones plus the live one), handshakes.
+    pub rx_bytes_total: u64,
+    pub tx_bytes_total: u64,
+    pub handshakes: u64,
+}
+
+/// Which sessions a history query wants.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub agent_id: Option<String>,
+    pub dongle: Option<u8>,
+    /// Sessions that were live at some point in `[since, until]`.
+    pub since: Option<UnixMillis>,
+    pub until: Option<UnixMillis>,
+    pub limit: usize,
+}
+
+/// One dongle session, live or ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionView {
+    pub id: LeaseId,
+    pub dongle: u8,
+    pub agent_id: String,
+    pub allocated_at: UnixMillis,
+    pub ended_at: Option<UnixMillis>,
+    pub end_reason: Option<EndReason>,
+    pub last_heartbeat: Option<UnixMillis>,
+    pub last_handshake: Option<UnixMillis>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub toggles: u32,
+    pub toggle_failures: u32,
+    pub report: Option<ReleaseReport>,
+}
+
 /// What the sweeper does, and how often.
 #[derive(Debug, Clone, Copy)]
 pub struct Sweep {
     /// Client leases with no activity for this long are released.
     pub idle_after: Duration,
+    /// Dongle leases with no heartbeat for this long are ended.
+    pub heartbeat_timeout: Duration,
     /// Ended leases older than this are deleted.
     pub history_retention: Duration,
     pub every: Duration,
@@ -156,6 +239,27 @@ enum Command {
         idle_after: Duration,
         reply: oneshot::Sender<Result<Vec<EndedLease>, LeaseError>>,
     },
+    AllocateDongle {
+        agent: String,
+        client_key: PrivateKey,
+        reply: oneshot::Sender<Result<DongleGrant, LeaseError>>,
+    },
+    /// Ends a dongle lease; the report body (raw text and its object) is assessed here, where
+    /// the holder is known.
+    ReleaseDongle {
+        id: LeaseId,
+        report: Option<(String, serde_json::Map<String, serde_json::Value>)>,
+        reply: oneshot::Sender<Result<EndedLease, LeaseError>>,
+    },
+    NoteToggle {
+        number: u8,
+        ok: bool,
+        reply: oneshot::Sender<Result<(), LeaseError>>,
+    },
+    ExpireHeartbeats {
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Vec<EndedLease>, LeaseError>>,
+    },
     /// Deletes one batch of history that ended before `before`.
     PruneHistory {
         before: UnixMillis,
@@ -167,6 +271,11 @@ enum Command {
 enum Pending {
     Allocated(oneshot::Sender<Result<Allocation, LeaseError>>, Allocation),
     Released(oneshot::Sender<Result<EndedLease, LeaseError>>, EndedLease),
+    DongleAllocated(
+        oneshot::Sender<Result<DongleGrant, LeaseError>>,
+        DongleGrant,
+    ),
+    Noted(oneshot::Sender<Result<(), LeaseError>>),
     Expired(
         oneshot::Sender<Result<Vec<EndedLease>, LeaseError>>,
         Vec<EndedLease>,
@@ -193,6 +302,25 @@ impl LeaseService {
         clock: Arc<dyn Clock>,
         observer: Option<Arc<dyn LeaseObserver>>,
     ) -> Result<Arc<Self>, StoreError> {
+        Self::start_with(
+            store,
+            specs,
+            DongleSetup::none(),
+            history_retention,
+            clock,
+            observer,
+        )
+    }
+
+    /// [`Self::start`] with dongle exits (each gets its server key on first start, like pools).
+    pub fn start_with(
+        store: Store,
+        specs: &[PoolSpec],
+        dongles: DongleSetup,
+        history_retention: Duration,
+        clock: Arc<dyn Clock>,
+        observer: Option<Arc<dyn LeaseObserver>>,
+    ) -> Result<Arc<Self>, StoreError> {
         let now = clock.now_ms();
         let snapshot = store.load()?;
         let mut ops = Vec::new();
@@ -209,6 +337,8 @@ impl LeaseService {
                         id: exit_id.clone(),
                         private_key: k.clone(),
                         created_at: now,
+                        last_released_at: None,
+                        uses: 0,
                     }));
                     k
                 }
@@ -221,8 +351,26 @@ impl LeaseService {
                 key,
             ));
         }
-        let (book, orphans) = LeaseBook::restore(
+        let mut exits = snapshot.exits.clone();
+        for &n in &dongles.numbers {
+            let exit_id = dongle::exit_id(n);
+            if !exits.iter().any(|e| e.id == exit_id) {
+                let k = PrivateKey::generate();
+                log::info!("dongle {n}: new server key {}", k.public_key());
+                let record = ExitRecord {
+                    id: exit_id,
+                    private_key: k,
+                    created_at: now,
+                    last_released_at: None,
+                    uses: 0,
+                };
+                ops.push(StoreOp::PutExit(record.clone()));
+                exits.push(record);
+            }
+        }
+        let (book, orphans) = LeaseBook::restore_with(
             templates.clone(),
+            shelf_from(&dongles.numbers, &exits),
             snapshot.active_leases,
             snapshot.next_lease_id,
             now,
@@ -257,6 +405,7 @@ impl LeaseService {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),
             templates,
+            dongles,
             observer,
         };
         let handle = std::thread::Builder::new()
@@ -328,16 +477,171 @@ impl LeaseService {
             .collect()
     }
 
-    /// Every pool's server identity, for the data plane's exits.
+    /// Every pool's and dongle's server identity, for the data plane's exits.
     pub fn exit_identities(&self) -> Vec<ExitIdentity> {
-        self.read()
-            .pools()
+        let book = self.read();
+        let pools = book.pools().iter().map(|p| ExitIdentity {
+            exit_id: p.exit_id.clone(),
+            key: p.server_key.clone(),
+        });
+        let dongles = book.shelf().exits().iter().map(|e| ExitIdentity {
+            exit_id: e.exit_id.clone(),
+            key: e.server_key.clone(),
+        });
+        pools.chain(dongles).collect()
+    }
+
+    /// Every dongle, in number order.
+    pub fn dongles(&self) -> Vec<DongleView> {
+        let book = self.read();
+        book.shelf()
+            .exits()
             .iter()
-            .map(|p| ExitIdentity {
-                exit_id: p.exit_id.clone(),
-                key: p.server_key.clone(),
+            .map(|e| {
+                let lease = e.holder().and_then(|id| book.get(id));
+                DongleView {
+                    number: e.number,
+                    exit_public_key: e.server_public_key,
+                    lease: lease.map(|l| LeaseView {
+                        id: l.id,
+                        address: l.address,
+                        holder: l.holder.clone(),
+                        allocated_at: l.allocated_at,
+                        endpoint_host: String::new(),
+                        last_handshake: l.last_handshake,
+                        rx_bytes: l.rx_bytes,
+                        tx_bytes: l.tx_bytes,
+                    }),
+                    last_heartbeat: lease.and_then(|l| l.last_heartbeat),
+                    heartbeat_counts_from: lease.map(|l| {
+                        l.last_heartbeat
+                            .unwrap_or(0)
+                            .max(l.allocated_at)
+                            .max(book.activity_floor())
+                    }),
+                    toggles: lease.map_or(0, |l| l.toggles),
+                    toggle_failures: lease.map_or(0, |l| l.toggle_failures),
+                    idle_since: e.idle_since(),
+                    uses: e.uses(),
+                    rx_bytes_total: e.ended_bytes().0 + lease.map_or(0, |l| l.rx_bytes),
+                    tx_bytes_total: e.ended_bytes().1 + lease.map_or(0, |l| l.tx_bytes),
+                    handshakes: e.handshakes(),
+                }
             })
             .collect()
+    }
+
+    /// Dongle sessions, live and ended, matching `filter`, newest first (at most
+    /// `filter.limit`). Ended ones come from history, so they reach back as far as
+    /// `store.history_retention`.
+    pub fn dongle_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionView>, LeaseError> {
+        let live: Vec<SessionView> = {
+            let book = self.read();
+            book.active()
+                .filter_map(|l| {
+                    let (n, _) = book.dongle_lease(l.id)?;
+                    Some(session_of(n, l, None))
+                })
+                .collect()
+        };
+        let ended = {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            let store = store.as_ref().ok_or(LeaseError::ShuttingDown)?;
+            store
+                .ended_since(filter.since.unwrap_or(0), usize::MAX)
+                .map_err(|e| LeaseError::Storage(e.to_string()))?
+        };
+        let ended = ended.into_iter().filter_map(|l| {
+            let n = dongle::number_of(&l.exit)?;
+            Some(SessionView {
+                id: l.id,
+                dongle: n,
+                agent_id: agent_of(&l.holder),
+                allocated_at: l.allocated_at,
+                ended_at: Some(l.ended.at),
+                end_reason: Some(l.ended.reason),
+                last_heartbeat: l.last_heartbeat,
+                last_handshake: l.last_handshake,
+                rx_bytes: l.rx_bytes,
+                tx_bytes: l.tx_bytes,
+                toggles: l.toggles,
+                toggle_failures: l.toggle_failures,
+                report: l.ended.report,
+            })
+        });
+        let mut all: Vec<SessionView> = live
+            .into_iter()
+            .chain(ended)
+            .filter(|s| filter.agent_id.as_ref().is_none_or(|a| *a == s.agent_id))
+            .filter(|s| filter.dongle.is_none_or(|n| n == s.dongle))
+            .filter(|s| filter.until.is_none_or(|u| s.allocated_at <= u))
+            .filter(|s| {
+                filter
+                    .since
+                    .is_none_or(|since| s.ended_at.is_none_or(|e| e >= since))
+            })
+            .collect();
+        all.sort_by(|a, b| b.allocated_at.cmp(&a.allocated_at).then(b.id.cmp(&a.id)));
+        all.truncate(filter.limit);
+        Ok(all)
+    }
+
+    /// Seed 001's allocate for `agent`: its live lease again (`renewed`), or a free healthy
+    /// dongle with a freshly minted client key. Returns once durable.
+    pub async fn allocate_dongle(&self, agent: String) -> Result<DongleGrant, LeaseError> {
+        let client_key = PrivateKey::generate();
+        self.ask(|reply| Command::AllocateDongle {
+            agent,
+            client_key,
+            reply,
+        })
+        .await
+    }
+
+    /// A heartbeat for dongle lease `id` (memory only: no disk write per beat).
+    pub fn heartbeat(&self, id: LeaseId) -> Result<(), LeaseError> {
+        let now = self.clock.now_ms();
+        let beat = self
+            .book
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .heartbeat(id, now);
+        if beat {
+            Ok(())
+        } else {
+            Err(LeaseError::DongleNotFound)
+        }
+    }
+
+    /// Ends dongle lease `id` with the agent's report body, if any (raw text and its JSON
+    /// object). A VPN lease id is not found. Returns once durable.
+    pub async fn release_dongle(
+        &self,
+        id: LeaseId,
+        report: Option<(String, serde_json::Map<String, serde_json::Value>)>,
+    ) -> Result<EndedLease, LeaseError> {
+        self.ask(|reply| Command::ReleaseDongle { id, report, reply })
+            .await
+    }
+
+    /// Counts a toggle edgeward ran on dongle `number` on the session holding it.
+    pub async fn note_toggle(&self, number: u8, ok: bool) -> Result<(), LeaseError> {
+        self.ask(|reply| Command::NoteToggle { number, ok, reply })
+            .await
+    }
+
+    /// Ends every dongle lease without a heartbeat for `timeout`; returns them once durable.
+    pub async fn expire_heartbeats(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<EndedLease>, LeaseError> {
+        self.ask(|reply| Command::ExpireHeartbeats { timeout, reply })
+            .await
+    }
+
+    /// The service clock's now.
+    pub fn now_ms(&self) -> UnixMillis {
+        self.clock.now_ms()
     }
 
     pub fn active_count(&self) -> usize {
@@ -474,6 +778,21 @@ impl LeaseService {
                     Err(LeaseError::ShuttingDown) => return,
                     Err(e) => log::error!("idle sweep failed: {e}"),
                 }
+                match service.expire_heartbeats(sweep.heartbeat_timeout).await {
+                    Ok(ended) => {
+                        for l in ended {
+                            log::info!(
+                                "dongle lease {} ({} on {}) ended: no heartbeat for {}",
+                                l.id,
+                                holder_label(&l.holder),
+                                l.exit,
+                                humantime::format_duration(sweep.heartbeat_timeout)
+                            );
+                        }
+                    }
+                    Err(LeaseError::ShuttingDown) => return,
+                    Err(e) => log::error!("heartbeat sweep failed: {e}"),
+                }
                 match service.prune_history(sweep.history_retention).await {
                     Ok(0) => {}
                     Ok(n) => log::info!("{n} ended lease(s) past store.history_retention deleted"),
@@ -508,6 +827,47 @@ impl Drop for LeaseService {
     }
 }
 
+/// The dongle exits of `numbers` whose records exist in `exits`.
+fn shelf_from(numbers: &[u8], exits: &[ExitRecord]) -> Shelf {
+    Shelf::new(
+        numbers
+            .iter()
+            .filter_map(|&n| {
+                let id = dongle::exit_id(n);
+                exits
+                    .iter()
+                    .find(|e| e.id == id)
+                    .map(|r| DongleExit::from_record(n, r))
+            })
+            .collect(),
+    )
+}
+
+fn agent_of(holder: &Holder) -> String {
+    match holder {
+        Holder::Agent { id } => id.clone(),
+        Holder::Client { ip } => ip.to_string(),
+    }
+}
+
+fn session_of(n: u8, l: &LeaseRecord, report: Option<ReleaseReport>) -> SessionView {
+    SessionView {
+        id: l.id,
+        dongle: n,
+        agent_id: agent_of(&l.holder),
+        allocated_at: l.allocated_at,
+        ended_at: None,
+        end_reason: None,
+        last_heartbeat: l.last_heartbeat,
+        last_handshake: l.last_handshake,
+        rx_bytes: l.rx_bytes,
+        tx_bytes: l.tx_bytes,
+        toggles: l.toggles,
+        toggle_failures: l.toggle_failures,
+        report,
+    }
+}
+
 pub fn holder_label(holder: &Holder) -> String {
     match holder {
         Holder::Client { ip } => ip.to_string(),
@@ -530,6 +890,7 @@ struct Worker {
     clock: Arc<dyn Clock>,
     /// The pools with no leases, for rebuilding the book after a failed commit.
     templates: Vec<Pool>,
+    dongles: DongleSetup,
     observer: Option<Arc<dyn LeaseObserver>>,
 }
 
@@ -587,6 +948,8 @@ impl Worker {
                         Pending::Allocated(tx, a) => drop(tx.send(Ok(a))),
                         Pending::Released(tx, l) => drop(tx.send(Ok(l))),
                         Pending::Expired(tx, ls) => drop(tx.send(Ok(ls))),
+                        Pending::DongleAllocated(tx, g) => drop(tx.send(Ok(g))),
+                        Pending::Noted(tx) => drop(tx.send(Ok(()))),
                     }
                 }
             }
@@ -599,6 +962,8 @@ impl Worker {
                         Pending::Allocated(tx, _) => drop(tx.send(Err(err.clone()))),
                         Pending::Released(tx, _) => drop(tx.send(Err(err.clone()))),
                         Pending::Expired(tx, _) => drop(tx.send(Err(err.clone()))),
+                        Pending::DongleAllocated(tx, _) => drop(tx.send(Err(err.clone()))),
+                        Pending::Noted(tx) => drop(tx.send(Err(err.clone()))),
                     }
                 }
             }
@@ -641,7 +1006,11 @@ impl Worker {
                 }
             }
             Command::Release { public_key, reply } => {
-                let id = book.by_public_key(&public_key).map(|l| l.id);
+                // Seed 000's release never ends a dongle lease.
+                let id = book
+                    .by_public_key(&public_key)
+                    .filter(|l| dongle::number_of(&l.exit).is_none())
+                    .map(|l| l.id);
                 match id.and_then(|id| book.end(id, now, EndReason::Released, None)) {
                     Some(ended) => {
                         ops.push(StoreOp::EndLease(ended.clone()));
@@ -659,6 +1028,60 @@ impl Worker {
                 ops.extend(ended.iter().cloned().map(StoreOp::EndLease));
                 pending.push(Pending::Expired(reply, ended));
             }
+            Command::AllocateDongle {
+                agent,
+                client_key,
+                reply,
+            } => {
+                let health = &self.dongles.health;
+                match book.allocate_dongle(&agent, &client_key, &|n| health.is_healthy(n), now) {
+                    Ok(grant) => {
+                        ops.push(StoreOp::PutLease(grant.lease.clone()));
+                        ops.extend(grant.exit.clone().map(StoreOp::PutExit));
+                        pending.push(Pending::DongleAllocated(reply, grant));
+                    }
+                    Err(_) => drop(reply.send(Err(LeaseError::NoDongle))),
+                }
+            }
+            Command::ReleaseDongle { id, report, reply } => {
+                let assessed = book.dongle_lease(id).map(|(_, l)| {
+                    let held = Duration::from_millis(now.saturating_sub(l.allocated_at));
+                    let holder = agent_of(&l.holder);
+                    report.map(|(raw, body)| report::assess(&raw, &body, &holder, held))
+                });
+                let Some(assessed) = assessed else {
+                    drop(reply.send(Err(LeaseError::DongleNotFound)));
+                    return;
+                };
+                match book.end_dongle(id, now, EndReason::Released, assessed) {
+                    Some((ended, exit)) => {
+                        ops.push(StoreOp::EndLease(ended.clone()));
+                        ops.extend(exit.map(StoreOp::PutExit));
+                        pending.push(Pending::Released(reply, ended));
+                    }
+                    None => drop(reply.send(Err(LeaseError::DongleNotFound))),
+                }
+            }
+            Command::NoteToggle { number, ok, reply } => match book.note_toggle(number, ok) {
+                Some(lease) => {
+                    ops.push(StoreOp::PutLease(lease));
+                    pending.push(Pending::Noted(reply));
+                }
+                None => drop(reply.send(Ok(()))),
+            },
+            Command::ExpireHeartbeats { timeout, reply } => {
+                let mut ended = Vec::new();
+                for id in book.heartbeat_expired(now, timeout) {
+                    if let Some((l, exit)) =
+                        book.end_dongle(id, now, EndReason::HeartbeatTimeout, None)
+                    {
+                        ops.push(StoreOp::EndLease(l.clone()));
+                        ops.extend(exit.map(StoreOp::PutExit));
+                        ended.push(l);
+                    }
+                }
+                pending.push(Pending::Expired(reply, ended));
+            }
             // Taken out by `process` before it gets here.
             Command::PruneHistory { reply, .. } => drop(reply.send(Ok(0))),
         }
@@ -670,6 +1093,8 @@ impl Worker {
             Pending::Allocated(_, a) => obs.lease_started(&a.lease),
             Pending::Released(_, l) => obs.lease_ended(l),
             Pending::Expired(_, ls) => ls.iter().for_each(|l| obs.lease_ended(l)),
+            Pending::DongleAllocated(_, g) if !g.renewed => obs.lease_started(&g.lease),
+            Pending::DongleAllocated(..) | Pending::Noted(_) => {}
         }
     }
 
@@ -677,8 +1102,9 @@ impl Worker {
         match self.store.load() {
             Ok(snapshot) => {
                 let now = self.clock.now_ms();
-                let (book, _) = LeaseBook::restore(
+                let (book, _) = LeaseBook::restore_with(
                     self.templates.clone(),
+                    shelf_from(&self.dongles.numbers, &snapshot.exits),
                     snapshot.active_leases,
                     snapshot.next_lease_id,
                     now,
@@ -719,6 +1145,8 @@ mod tests {
             last_handshake: None,
             rx_bytes: 0,
             tx_bytes: 0,
+            toggles: 0,
+            toggle_failures: 0,
             ended: Ended {
                 at,
                 reason: EndReason::Released,

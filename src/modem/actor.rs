@@ -142,6 +142,17 @@ pub struct ModemStatus {
     pub garbage_lines: u64,
 }
 
+impl ModemStatus {
+    /// Ready to carry a new dongle lease: port open, registered (home or roaming), with an
+    /// address, no toggle running.
+    pub fn is_ready(&self) -> bool {
+        self.port_state == PortState::Open
+            && self.registration.is_some_and(RegStat::is_registered)
+            && self.ip.is_some()
+            && self.toggle.is_none()
+    }
+}
+
 pub(super) struct ToggleRequest {
     pub reply: oneshot::Sender<Outcome>,
     /// Held until the toggle ends, even if the HTTP client went away.

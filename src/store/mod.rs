@@ -28,7 +28,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use records::{EndReason, Ended, EndedLease, ExitRecord, Holder, LeaseId, LeaseRecord};
+pub use records::{
+    EndReason, Ended, EndedLease, ExitRecord, Holder, LeaseId, LeaseRecord, ReleaseReport,
+};
 
 use crate::clock::UnixMillis;
 
@@ -261,6 +263,33 @@ impl Store {
         let row = ended.get(id).map_err(|e| self.db_err(e))?;
         row.map(|v| self.decode("leases_ended", id, v.value()))
             .transpose()
+    }
+
+    /// Ended leases whose end is at or after `since` (oldest end first), at most `max`, for
+    /// history queries. Reads the `(ended at, id)` index, so the cost is what is returned.
+    pub fn ended_since(
+        &self,
+        since: UnixMillis,
+        max: usize,
+    ) -> Result<Vec<EndedLease>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let by_time = txn
+            .open_table(LEASES_ENDED_AT)
+            .map_err(|e| self.db_err(e))?;
+        let ended = txn.open_table(LEASES_ENDED).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in by_time
+            .range((since, 0)..)
+            .map_err(|e| self.db_err(e))?
+            .take(max)
+        {
+            let (k, _) = row.map_err(|e| self.db_err(e))?;
+            let (_, id) = k.value();
+            if let Some(v) = ended.get(id).map_err(|e| self.db_err(e))? {
+                out.push(self.decode("leases_ended", id, v.value())?);
+            }
+        }
+        Ok(out)
     }
 
     /// How many leases have ended, ever.
@@ -503,6 +532,8 @@ mod tests {
             last_handshake: None,
             rx_bytes: 0,
             tx_bytes: 0,
+            toggles: 0,
+            toggle_failures: 0,
         }
     }
 
@@ -567,6 +598,8 @@ mod tests {
                         id: "vpn:x".into(),
                         private_key: exit_key.clone(),
                         created_at: 1,
+                        last_released_at: None,
+                        uses: 0,
                     }),
                     StoreOp::PutLease(one.clone()),
                     StoreOp::PutLease(two.clone()),

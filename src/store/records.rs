@@ -24,6 +24,13 @@ pub struct ExitRecord {
     /// The exit's X25519 private key, generated on first start.
     pub private_key: PrivateKey,
     pub created_at: UnixMillis,
+    /// Dongle exits: when the last lease on it ended (least-recently-used order survives a
+    /// restart). `None`: never used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_released_at: Option<UnixMillis>,
+    /// Dongle exits: how many leases it has had.
+    #[serde(default)]
+    pub uses: u64,
 }
 
 /// Who holds a lease.
@@ -55,7 +62,23 @@ pub struct Ended {
     pub reason: EndReason,
     /// What the client reported when it released (seed 001's statistics), if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub report: Option<serde_json::Value>,
+    pub report: Option<ReleaseReport>,
+}
+
+/// A release report as an agent sent it (seed 001 §2): the body byte for byte, and what
+/// edgeward found implausible in it (empty: it looks valid). A flagged report still released
+/// its dongle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseReport {
+    pub raw: String,
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+impl ReleaseReport {
+    pub fn invalid(&self) -> bool {
+        !self.problems.is_empty()
+    }
 }
 
 /// One client's hold on a slot of an exit, while it lasts (the `leases_active` table).
@@ -77,6 +100,12 @@ pub struct LeaseRecord {
     pub rx_bytes: u64,
     #[serde(default)]
     pub tx_bytes: u64,
+    /// Dongle leases: toggles edgeward ran on the dongle while this lease held it, and how
+    /// many of them failed.
+    #[serde(default)]
+    pub toggles: u32,
+    #[serde(default)]
+    pub toggle_failures: u32,
 }
 
 /// A lease that ended (the `leases_ended` table): what it was, without its private key.
@@ -96,6 +125,10 @@ pub struct EndedLease {
     pub rx_bytes: u64,
     #[serde(default)]
     pub tx_bytes: u64,
+    #[serde(default)]
+    pub toggles: u32,
+    #[serde(default)]
+    pub toggle_failures: u32,
     pub ended: Ended,
 }
 
@@ -121,6 +154,8 @@ impl LeaseRecord {
             last_handshake: self.last_handshake,
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,
+            toggles: self.toggles,
+            toggle_failures: self.toggle_failures,
             ended,
         }
     }

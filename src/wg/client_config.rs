@@ -1,4 +1,5 @@
-//! The wg-quick configuration text handed to clients (seed 000's `config` field).
+//! The wg-quick configuration text handed to clients (seed 000's `config` field, and seed 001's
+//! client template, which is the same text with no DNS line and `Address = 10.8.{n}.0/24`).
 
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -101,5 +102,23 @@ PersistentKeepalive = 25
         assert!(!text.contains("DNS"));
         assert!(!text.contains("PersistentKeepalive"));
         assert!(text.contains("Endpoint = [2001:db8::1]:51820\n"));
+    }
+
+    #[test]
+    fn a_dongle_config_is_the_seed_template_exactly() {
+        // seed 001's "WireGuard 설정" template, filled in for dongle 17 on port 55555
+        let expected = "[Interface]\nPrivateKey = PRIV\nAddress = 10.8.17.0/24\n\n[Peer]\nPublicKey = PUB\nEndpoint = 115.21.112.42:55555\nAllowedIPs = 0.0.0.0/0\nPersistentKeepalive = 25\n";
+        let text = ClientConfig {
+            private_key: "PRIV",
+            address: Ipv4Addr::new(10, 8, 17, 0),
+            prefix_len: 24,
+            dns: &[],
+            server_public_key: "PUB",
+            endpoint_host: "115.21.112.42",
+            endpoint_port: 55555,
+            persistent_keepalive: 25,
+        }
+        .render();
+        assert_eq!(text, expected);
     }
 }
