@@ -7,6 +7,7 @@
 //! and on the bottom layer (`keys`, `clock`); it never imports leases.
 
 pub mod client_config;
+pub mod egress;
 pub mod exit;
 pub mod net;
 pub mod plane;
