@@ -420,7 +420,7 @@ mod tests {
         let d = dongle();
         assert_eq!(d.subnet.to_string(), "10.8.17.0/24");
         assert_eq!(d.table, 1017);
-        let (v, states) = settled(&[d.clone()], host(true, true));
+        let (v, states) = settled(std::slice::from_ref(&d), host(true, true));
         let mut rules = v.rules.clone();
         rules.sort();
         assert_eq!(
@@ -619,7 +619,7 @@ mod tests {
             host(true, true),
         );
         let d = DongleRoute::new(17, "wwan17", Some("192.168.8.2".parse().unwrap()));
-        let (ops, _) = plan(&[d.clone()], TUN, &v);
+        let (ops, _) = plan(std::slice::from_ref(&d), TUN, &v);
         let del = ops
             .iter()
             .position(|o| matches!(o, NetOp::DelRoute(_)))

@@ -10,6 +10,7 @@ pub mod client_config;
 pub mod egress;
 pub mod exit;
 pub mod net;
+pub mod netlink;
 pub mod plane;
 pub mod server;
 pub mod stats;
