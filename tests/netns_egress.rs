@@ -272,7 +272,7 @@ impl Topo {
     /// What the echo server saw as our address, fetching from namespace `ns` with curl's
     /// `--interface` (an address binds the source; an interface name is SO_BINDTODEVICE).
     fn fetch(&self, ns: &str, interface: &str, timeout: Duration) -> Option<String> {
-        let host = if ns == &self.inet {
+        let host = if ns == self.inet {
             "127.0.0.1"
         } else {
             "203.0.113.2"
@@ -297,7 +297,7 @@ impl Topo {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn from_client(&self, src: &str) -> Option<String> {
+    fn fetch_from_client(&self, src: &str) -> Option<String> {
         self.fetch(&self.client, src, Duration::from_secs(2))
     }
 
@@ -323,7 +323,11 @@ impl Topo {
     fn dongles(&self) -> Vec<DongleRoute> {
         vec![
             // A's gateway from the config; B's learned from the main table.
-            DongleRoute::new(17, &self.ma, Some("192.168.8.1".parse().unwrap())),
+            DongleRoute::new(
+                17,
+                &self.ma,
+                Some("192.168.8.1".parse().expect("an address")),
+            ),
             DongleRoute::new(18, &self.mb, None),
         ]
     }
@@ -410,8 +414,14 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
         "B's gateway is learned from the main table"
     );
     // Each dongle's clients leave by their own carrier; never crossed, never the uplink.
-    assert_eq!(t.from_client("10.8.17.0").as_deref(), Some("192.0.2.17"));
-    assert_eq!(t.from_client("10.8.18.0").as_deref(), Some("192.0.2.21"));
+    assert_eq!(
+        t.fetch_from_client("10.8.17.0").as_deref(),
+        Some("192.0.2.17")
+    );
+    assert_eq!(
+        t.fetch_from_client("10.8.18.0").as_deref(),
+        Some("192.0.2.21")
+    );
     // The subnets are routed to the TUN, not addressed there.
     let main = t.box_ip(&["route", "show", "proto", "238"]);
     assert!(
@@ -436,7 +446,7 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
     });
     reset_leak_counter(&t);
     assert_eq!(
-        t.from_client("10.8.17.0"),
+        t.fetch_from_client("10.8.17.0"),
         None,
         "traffic left without its modem"
     );
@@ -445,7 +455,10 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
         0,
         "a packet from 10.8.17.0/24 left by another interface"
     );
-    assert_eq!(t.from_client("10.8.18.0").as_deref(), Some("192.0.2.21"));
+    assert_eq!(
+        t.fetch_from_client("10.8.18.0").as_deref(),
+        Some("192.0.2.21")
+    );
     let table = t.box_ip(&["route", "show", "table", "1017"]);
     assert!(table.trim().starts_with("unreachable default"), "{table}");
 
@@ -453,7 +466,7 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
     let back = Instant::now();
     t.box_ip(&["link", "set", &t.ma, "up"]);
     wait_until("egress never came back", Duration::from_secs(5), || {
-        t.from_client("10.8.17.0").as_deref() == Some("192.0.2.17")
+        t.fetch_from_client("10.8.17.0").as_deref() == Some("192.0.2.17")
     });
     assert!(back.elapsed() < Duration::from_secs(6));
 
@@ -480,7 +493,10 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
     }
     let main = t.box_ip(&["route", "show", "proto", "238"]);
     assert_eq!(main.lines().count(), 2, "{main}");
-    assert_eq!(t.from_client("10.8.17.0").as_deref(), Some("192.0.2.17"));
+    assert_eq!(
+        t.fetch_from_client("10.8.17.0").as_deref(),
+        Some("192.0.2.17")
+    );
 
     // stop(): everything edgeward added is gone, rp_filter is what it was before edgeward.
     h.stop();
