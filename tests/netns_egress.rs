@@ -102,6 +102,7 @@ struct Topo {
     inet: String,
     ma: String,
     mb: String,
+    ca: String,
     up: String,
     tun: String,
     _ns: Namespaces,
@@ -244,6 +245,7 @@ impl Topo {
             inet,
             ma,
             mb,
+            ca,
             up,
             tun,
             _ns: ns,
@@ -469,6 +471,27 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
         t.fetch_from_client("10.8.17.0").as_deref() == Some("192.0.2.17")
     });
     assert!(back.elapsed() < Duration::from_secs(6));
+
+    // Unplugged and plugged again: a new netdev with the same name, which gets
+    // conf.default.rp_filter (strict) again; the service loosens it again and egress returns.
+    t.box_ip(&["link", "del", &t.ma]);
+    wait_until(
+        "dongle 17 never went missing",
+        Duration::from_secs(6),
+        || h.state(17).is_some_and(|s| s.link == LinkState::Missing),
+    );
+    assert_eq!(t.fetch_from_client("10.8.17.0"), None);
+    let c0 = format!("{}0", t.ca);
+    veth(&t.ma, &t.boxns, &c0, &t.ca);
+    addr_up(&t.ca, &c0, "192.168.8.1/24");
+    addr_up(&t.boxns, &t.ma, "192.168.8.100/24");
+    wait_until(
+        "egress never came back after a replug",
+        Duration::from_secs(6),
+        || t.fetch_from_client("10.8.17.0").as_deref() == Some("192.0.2.17"),
+    );
+    assert_eq!(t.rp_filter(&t.ma), "2");
+    assert_eq!(box_fetch(&t.ma).as_deref(), Some("192.0.2.17"));
 
     // kill -9 (no cleanup), then a new service: reconciled, nothing duplicated.
     h.abandon();
