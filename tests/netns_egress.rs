@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use edgeward::wg::egress::{DongleRoute, LinkState};
 use edgeward::wg::net;
-use edgeward::wg::netlink::{EgressHandle, EgressService, HostLedger, MemoryLedger};
+use edgeward::wg::netlink::{EgressHandle, EgressService, HostLedger, MemoryLedger, Netlink};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -334,6 +334,20 @@ impl Topo {
         ]
     }
 
+    /// What the planner would still change on the box, read from the real kernel: nothing,
+    /// once the service has reconciled (the kernel reports what we wrote as we wrote it).
+    fn pending(&self) -> Vec<edgeward::wg::egress::NetOp> {
+        let (dongles, tun) = (self.dongles(), self.tun.clone());
+        in_netns(&self.boxns, move || {
+            let netdevs: Vec<String> = dongles.iter().map(|d| d.netdev.clone()).collect();
+            let view = Netlink::connect()
+                .expect("netlink")
+                .view(&netdevs)
+                .expect("read the host");
+            edgeward::wg::egress::plan(&dongles, &tun, &view).0
+        })
+    }
+
     fn spawn(&self, ledger: Arc<dyn HostLedger>) -> EgressHandle {
         let (dongles, tun) = (self.dongles(), self.tun.clone());
         let (_tx, rx) = tokio::sync::watch::channel(false);
@@ -406,6 +420,7 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
     let ledger: Arc<dyn HostLedger> = Arc::new(MemoryLedger::default());
 
     let h = t.spawn(ledger.clone());
+    assert_eq!(t.pending(), vec![], "reconciled from the kernel's own view");
     let s17 = h.state(17).expect("dongle 17");
     assert_eq!(s17.link, LinkState::Up);
     assert!(s17.routed);
@@ -497,6 +512,7 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
     h.abandon();
     assert!(t.box_ip(&["rule", "show"]).contains("lookup 1017"));
     let h = t.spawn(ledger.clone());
+    assert_eq!(t.pending(), vec![]);
     let rules = t.box_ip(&["rule", "show"]);
     assert_eq!(
         rules.matches("from 10.8.17.0/24 lookup 1017").count(),

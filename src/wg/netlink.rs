@@ -657,3 +657,120 @@ impl Drop for EgressHandle {
         self.finish(STOP);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(msg: RouteNetlinkMessage) -> RouteNetlinkMessage {
+        let mut packet =
+            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(msg));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf)
+            .unwrap()
+            .payload
+        {
+            NetlinkPayload::InnerMessage(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_survive_the_wire_as_the_planner_wrote_them() {
+        let routes = [
+            Route {
+                table: 1017,
+                dst: Ipv4Net::default(),
+                kind: RouteKind::Unicast,
+                gateway: Some("192.168.8.1".parse().unwrap()),
+                oif: Some(7),
+                metric: 100,
+                proto: egress::PROTO,
+                onlink: true,
+            },
+            Route {
+                table: 1017,
+                dst: Ipv4Net::default(),
+                kind: RouteKind::Unreachable,
+                gateway: None,
+                oif: None,
+                metric: u32::MAX,
+                proto: egress::PROTO,
+                onlink: false,
+            },
+            Route {
+                table: egress::MAIN_TABLE,
+                dst: "10.8.17.0/24".parse().unwrap(),
+                kind: RouteKind::Unicast,
+                gateway: None,
+                oif: Some(3),
+                metric: 0,
+                proto: egress::PROTO,
+                onlink: false,
+            },
+        ];
+        for r in routes {
+            let m = route_message(&r);
+            assert_eq!(
+                m.header.table,
+                if r.table < 256 { r.table as u8 } else { 0 }
+            );
+            match wire(RouteNetlinkMessage::NewRoute(m)) {
+                RouteNetlinkMessage::NewRoute(back) => assert_eq!(parse_route(&back), Some(r)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rules_survive_the_wire_as_the_planner_wrote_them() {
+        for r in [
+            Rule {
+                pref: 1017,
+                table: 1017,
+                src: Some("10.8.17.0/24".parse().unwrap()),
+                oif: None,
+            },
+            Rule {
+                pref: 1017,
+                table: 1017,
+                src: None,
+                oif: Some("wwan17".into()),
+            },
+        ] {
+            match wire(RouteNetlinkMessage::NewRule(rule_message(&r))) {
+                RouteNetlinkMessage::NewRule(back) => assert_eq!(parse_rule(&back), Some(r)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_ledger_keeps_the_first_value_it_was_told() {
+        let l = MemoryLedger::default();
+        l.remember("rp_filter:wwan17", "1");
+        l.remember("rp_filter:wwan17", "2"); // our own value after a crash: not the original
+        assert_eq!(l.recall("rp_filter:wwan17").as_deref(), Some("1"));
+        l.forget("rp_filter:wwan17");
+        assert_eq!(l.recall("rp_filter:wwan17"), None);
+    }
+
+    #[test]
+    fn netdev_names_cannot_walk_out_of_proc_sys() {
+        assert!(rp_filter_path("wwan0").is_some());
+        for bad in ["", ".", "..", "../../x", "a/b", "aaaaaaaaaaaaaaaa"] {
+            assert!(rp_filter_path(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_stand_in_reports_every_dongle_up_and_changes_nothing() {
+        let h = EgressHandle::stand_in();
+        let s = h.state(17).unwrap();
+        assert_eq!(s.link, egress::LinkState::Up);
+        assert!(s.routed);
+        h.stop();
+    }
+}
