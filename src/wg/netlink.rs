@@ -482,6 +482,7 @@ impl EgressService {
             tun: tun.to_owned(),
             ledger,
             states: states.clone(),
+            warned: Default::default(),
         };
         worker.reconcile(&mut nl)?;
         let flag = stop.clone();
@@ -502,6 +503,7 @@ struct Worker {
     tun: String,
     ledger: Arc<dyn HostLedger>,
     states: Arc<Mutex<BTreeMap<u32, EgressState>>>,
+    warned: std::collections::BTreeSet<u32>,
 }
 
 impl Worker {
@@ -512,6 +514,7 @@ impl Worker {
     fn reconcile(&mut self, nl: &mut Netlink) -> io::Result<()> {
         let view = nl.view(&self.netdevs())?;
         let (ops, states) = egress::plan(&self.dongles, &self.tun, &view);
+        self.warn_about_main_defaults(&view);
         if !ops.is_empty() {
             log::debug!("egress: {} changes", ops.len());
             nl.apply(&ops, self.ledger.as_ref());
@@ -572,6 +575,32 @@ impl Worker {
         }
         if stop.load(Ordering::SeqCst) != ABANDON {
             self.cleanup(&mut nl);
+        }
+    }
+
+    /// A default route out of a modem in `main` (the host's DHCP client on the modem's netdev)
+    /// can take the box's own traffic out through that modem: say so, once per dongle.
+    fn warn_about_main_defaults(&mut self, view: &HostView) {
+        for d in &self.dongles {
+            let Some(link) = view.links.iter().find(|l| l.name == d.netdev) else {
+                continue;
+            };
+            let found = view.routes.iter().any(|r| {
+                r.table == egress::MAIN_TABLE
+                    && r.proto != egress::PROTO
+                    && r.dst.prefix_len() == 0
+                    && r.oif == Some(link.index)
+            });
+            if found && self.warned.insert(d.number) {
+                log::warn!(
+                    "egress: the main routing table has a default route out of {} (dongle {}), \
+                     probably from the host's DHCP client: the box's own traffic may leave \
+                     through that modem; dongle {} uses its gateway",
+                    d.netdev,
+                    d.number,
+                    d.number
+                );
+            }
         }
     }
 
