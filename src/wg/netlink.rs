@@ -39,8 +39,10 @@ use super::egress::{
 
 /// The longest the service goes without re-reading the host.
 pub const RESYNC: Duration = Duration::from_secs(5);
-/// How often the service thread looks at its multicast socket and its stop flag.
+/// How long the service thread waits on its multicast socket before it looks at its stop flag.
 const TICK: Duration = Duration::from_millis(200);
+/// How long a request waits for the kernel's answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
 // rtnetlink multicast groups (`RTMGRP_*`).
 const RTMGRP_LINK: u32 = 0x1;
@@ -124,6 +126,12 @@ impl Netlink {
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut out = Vec::new();
         loop {
+            if !readable(&self.sock, REPLY_TIMEOUT)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "netlink: no answer from the kernel",
+                ));
+            }
             let mut data: Vec<u8> = Vec::with_capacity(1 << 16);
             self.sock.recv_from(&mut data, 0)?;
             let mut off = 0;
@@ -250,6 +258,19 @@ impl Netlink {
             }
         }
         failed
+    }
+}
+
+/// Waits up to `timeout` for `sock` to have something to read.
+fn readable(sock: &Socket, timeout: Duration) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(io::Error::from(e)),
     }
 }
 
@@ -552,7 +573,9 @@ impl Worker {
     ) {
         let mut last = Instant::now();
         while stop.load(Ordering::SeqCst) == RUN && !*shutdown.borrow() {
-            std::thread::sleep(TICK);
+            if readable(&events, TICK).is_err() {
+                std::thread::sleep(TICK); // a poll error: do not spin
+            }
             let mut changed = false;
             loop {
                 let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
