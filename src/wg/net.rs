@@ -6,7 +6,8 @@
 //! same state (reconcile, never duplicate), and removing the table removes everything edgeward
 //! added. [`nat_ruleset`] is the pure plan; [`apply`] hands it to `nft -f -` (nftables is on
 //! Debian and on OpenWrt's fw4; a netlink writer can replace `apply` without touching the plan).
-//! Policy routing for dongle exits (a table and a rule per exit) builds on [`dongle_table`].
+//! Policy routing for dongle exits (rules, tables, the kill switch) is `egress` + `netlink`;
+//! this ruleset adds their masquerade, the forward-chain kill switch and the MSS clamp.
 
 use std::fmt::Write;
 use std::io::Write as _;
@@ -17,10 +18,35 @@ use ipnet::Ipv4Net;
 /// edgeward's nftables table.
 pub const TABLE: &str = "edgeward";
 
-/// The ruleset: masquerade traffic from the client subnets leaving through any interface but
-/// the TUN itself, and forward between the TUN and the uplinks.
+/// What the nftables ruleset covers: the TUN, the pool subnets (masqueraded out of any
+/// interface but the TUN) and the dongle exits (each masqueraded out of its modem's netdev only,
+/// and dropped if it would leave by anything else).
+#[derive(Debug, Clone, Copy)]
+pub struct NatPlan<'a> {
+    pub tun: &'a str,
+    pub pools: &'a [Ipv4Net],
+    pub dongles: &'a [(Ipv4Net, &'a str)],
+}
+
+/// The ruleset for pools only (no dongle exits).
 pub fn nat_ruleset(subnets: &[Ipv4Net], tun: &str) -> String {
-    let set: Vec<String> = subnets.iter().map(ToString::to_string).collect();
+    ruleset(&NatPlan {
+        tun,
+        pools: subnets,
+        dongles: &[],
+    })
+}
+
+/// The whole ruleset, as one transaction that declares, deletes and re-creates the table.
+///
+/// `forward`: TCP MSS is clamped to the route's MTU both ways through the TUN (WireGuard over
+/// LTE otherwise black-holes large TLS handshakes), before any `accept` ends the chain; then the
+/// dongle kill switch (a dongle's traffic leaving by anything but its modem is dropped, should
+/// routing ever send it elsewhere); then forwarding from the TUN and replies back to it.
+/// `oifname` is a string match, so a netdev that does not exist (unplugged) is fine.
+pub fn ruleset(plan: &NatPlan<'_>) -> String {
+    let tun = plan.tun;
+    let set: Vec<String> = plan.pools.iter().map(ToString::to_string).collect();
     let mut s = String::new();
     let _ = writeln!(s, "table inet {TABLE}");
     let _ = writeln!(s, "delete table inet {TABLE}");
@@ -37,12 +63,27 @@ pub fn nat_ruleset(subnets: &[Ipv4Net], tun: &str) -> String {
             set.join(", ")
         );
     }
+    for (subnet, netdev) in plan.dongles {
+        let _ = writeln!(s, "    ip saddr {subnet} oifname \"{netdev}\" masquerade");
+    }
     let _ = writeln!(s, "  }}");
     let _ = writeln!(s, "  chain forward {{");
     let _ = writeln!(
         s,
         "    type filter hook forward priority filter; policy accept;"
     );
+    for dir in ["iifname", "oifname"] {
+        let _ = writeln!(
+            s,
+            "    {dir} \"{tun}\" tcp flags syn tcp option maxseg size set rt mtu"
+        );
+    }
+    for (subnet, netdev) in plan.dongles {
+        let _ = writeln!(
+            s,
+            "    iifname \"{tun}\" ip saddr {subnet} oifname != \"{netdev}\" drop"
+        );
+    }
     let _ = writeln!(s, "    iifname \"{tun}\" accept");
     let _ = writeln!(
         s,
@@ -53,115 +94,7 @@ pub fn nat_ruleset(subnets: &[Ipv4Net], tun: &str) -> String {
     s
 }
 
-/// The routing table a dongle exit's clients use (`from 10.8.{n}.0/24 lookup <table>`).
-pub fn dongle_table(number: u32) -> u32 {
-    1000 + number
-}
-
-/// Policy routing for one exit whose clients must leave through one interface (a dongle's
-/// modem): `from <subnet> lookup <table>` and, in that table, a default route out of
-/// `netdev`. Applying is idempotent (stale copies of the rule are removed first); removing
-/// takes out the rule and flushes the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EgressRoute {
-    pub subnet: Ipv4Net,
-    pub netdev: String,
-    pub table: u32,
-}
-
-impl EgressRoute {
-    pub fn for_dongle(number: u32, subnet: Ipv4Net, netdev: &str) -> Self {
-        Self {
-            subnet,
-            netdev: netdev.to_owned(),
-            table: dongle_table(number),
-        }
-    }
-
-    fn rule(&self) -> Vec<String> {
-        // The rule's priority is its table number: before the main table (32766), and
-        // unique per exit, so `rule del` with the same words finds exactly ours.
-        vec![
-            "from".into(),
-            self.subnet.to_string(),
-            "lookup".into(),
-            self.table.to_string(),
-            "priority".into(),
-            self.table.to_string(),
-        ]
-    }
-
-    /// The `ip` invocations that install it, in order (pure; see [`Self::apply_in`]).
-    pub fn install_commands(&self) -> Vec<Vec<String>> {
-        let mut add = vec!["rule".to_owned(), "add".to_owned()];
-        add.extend(self.rule());
-        vec![
-            add,
-            vec![
-                "route".into(),
-                "replace".into(),
-                "default".into(),
-                "dev".into(),
-                self.netdev.clone(),
-                "table".into(),
-                self.table.to_string(),
-            ],
-        ]
-    }
-
-    /// Installs it with `ip` (in network namespace `netns`, or the current one).
-    pub fn apply_in(&self, netns: Option<&str>) -> anyhow::Result<()> {
-        self.remove_rules(netns);
-        for args in self.install_commands() {
-            ip(netns, &args)?;
-        }
-        Ok(())
-    }
-
-    /// Removes the rule and everything in its table.
-    pub fn remove_in(&self, netns: Option<&str>) -> anyhow::Result<()> {
-        self.remove_rules(netns);
-        ip(
-            netns,
-            &[
-                "route".into(),
-                "flush".into(),
-                "table".into(),
-                self.table.to_string(),
-            ],
-        )
-    }
-
-    fn remove_rules(&self, netns: Option<&str>) {
-        let mut del = vec!["rule".to_owned(), "del".to_owned()];
-        del.extend(self.rule());
-        // Each `rule del` removes one copy; stop when none is left (bounded, never a spin).
-        for _ in 0..16 {
-            if ip(netns, &del).is_err() {
-                break;
-            }
-        }
-    }
-}
-
-fn ip(netns: Option<&str>, args: &[String]) -> anyhow::Result<()> {
-    let mut cmd = Command::new("ip");
-    if let Some(ns) = netns {
-        cmd.args(["-n", ns]);
-    }
-    let out = cmd
-        .args(args)
-        .output()
-        .map_err(|e| anyhow::anyhow!("cannot run ip (iproute2): {e}"))?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
+pub use super::egress::dongle_table;
 
 /// Runs `nft -f -` with `ruleset`.
 pub fn apply(ruleset: &str) -> anyhow::Result<()> {
@@ -233,15 +166,37 @@ mod tests {
     }
 
     #[test]
-    fn a_dongle_exit_gets_its_own_table_and_rule() {
-        let r = EgressRoute::for_dongle(17, "10.8.17.0/24".parse().unwrap(), "wwan17");
-        let cmds: Vec<String> = r.install_commands().iter().map(|c| c.join(" ")).collect();
-        assert_eq!(
-            cmds,
-            vec![
-                "rule add from 10.8.17.0/24 lookup 1017 priority 1017",
-                "route replace default dev wwan17 table 1017",
-            ]
-        );
+    fn dongles_get_their_own_masquerade_kill_switch_and_the_mss_clamp_comes_first() {
+        let pools = ["10.8.0.0/24".parse().unwrap()];
+        let dongles = [
+            ("10.8.17.0/24".parse().unwrap(), "wwan17"),
+            ("10.8.18.0/24".parse().unwrap(), "eth1"),
+        ];
+        let r = ruleset(&NatPlan {
+            tun: "ew0",
+            pools: &pools,
+            dongles: &dongles,
+        });
+        let want = r#"table inet edgeward
+delete table inet edgeward
+table inet edgeward {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr { 10.8.0.0/24 } oifname != "ew0" masquerade
+    ip saddr 10.8.17.0/24 oifname "wwan17" masquerade
+    ip saddr 10.8.18.0/24 oifname "eth1" masquerade
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname "ew0" tcp flags syn tcp option maxseg size set rt mtu
+    oifname "ew0" tcp flags syn tcp option maxseg size set rt mtu
+    iifname "ew0" ip saddr 10.8.17.0/24 oifname != "wwan17" drop
+    iifname "ew0" ip saddr 10.8.18.0/24 oifname != "eth1" drop
+    iifname "ew0" accept
+    oifname "ew0" ct state established,related accept
+  }
+}
+"#;
+        assert_eq!(r, want);
     }
 }
