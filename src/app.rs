@@ -25,7 +25,9 @@ use crate::modem::ladder::Limits;
 use crate::modem::profile::Profile;
 use crate::modem::service::ModemService;
 use crate::store::{EndedLease, LeaseRecord, Store};
+use crate::wg::egress::{DongleRoute, LinkState};
 use crate::wg::net;
+use crate::wg::netlink::{EgressHandle, EgressService, HostLedger, MemoryLedger};
 use crate::wg::plane::PlaneConfig;
 use crate::wg::server::{
     self, ActivitySink, ExitSpec, Peer, PeerFeed, PeerQueue, WgServer, WgSetup,
@@ -43,6 +45,9 @@ pub struct AppOptions {
     /// Multiplies every modem time (profile timeouts and waits, toggle limits, refresh):
     /// simulated modems in tests and the demo answer in milliseconds. 1.0 for real modems.
     pub modem_time_scale: f64,
+    /// Decides which dongles may be handed out instead of the modems and their egress
+    /// (benchmarks with hundreds of dongles and no modems behind them).
+    pub dongle_health: Option<Arc<dyn DongleHealth>>,
 }
 
 impl Default for AppOptions {
@@ -52,6 +57,7 @@ impl Default for AppOptions {
             sweep_every: None,
             wg_port_fallback: false,
             modem_time_scale: 1.0,
+            dongle_health: None,
         }
     }
 }
@@ -69,12 +75,26 @@ pub struct App {
     sweeper: JoinHandle<()>,
     /// What edgeward changed in the host's network, to undo at shutdown.
     host_net: Option<HostChanges>,
+    /// The dongles' policy routing (the stand-in without a TUN).
+    pub egress: Arc<EgressHandle>,
 }
 
 /// Host network state edgeward changed for its data plane.
 struct HostChanges {
     /// `ip_forward` before edgeward set it (`None`: it could not be read or set).
     forwarding_before: Option<String>,
+}
+
+/// Each dongle's egress route out of its modem's interface (one entry per `[[modem]]`).
+fn dongle_routes(config: &Config) -> Vec<DongleRoute> {
+    config
+        .modems
+        .iter()
+        .filter_map(|m| {
+            let number = u8::try_from(m.number).ok()?;
+            Some(DongleRoute::new(number, &m.netdev, m.gateway))
+        })
+        .collect()
 }
 
 impl App {
@@ -85,18 +105,19 @@ impl App {
         let modem_specs = modem_specs(&config, options.modem_time_scale)?;
         let (feed, peer_queue) = server::peer_feed();
         let fleet = Arc::new(FleetHealth::default());
-        let leases = start_leases(
-            &config,
-            &options,
-            feed,
-            fleet.clone() as Arc<dyn DongleHealth>,
-        )?;
+        let health = options
+            .dongle_health
+            .clone()
+            .unwrap_or_else(|| fleet.clone() as Arc<dyn DongleHealth>);
+        let leases = start_leases(&config, &options, feed, health)?;
         let bound = bind_listeners(&config.api).await?;
 
         let metrics = Arc::new(Metrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (wg, host_net) =
+        let (wg, host_net, egress) =
             start_data_plane(&config, &options, &leases, peer_queue, shutdown_rx.clone()).await?;
+        let egress = Arc::new(egress);
+        let _ = fleet.egress.set(Arc::clone(&egress));
         let modems = ModemService::start(
             modem_specs,
             config.dongle.max_parallel_toggles,
@@ -131,6 +152,7 @@ impl App {
             leases,
             wg,
             host_net,
+            egress,
             modems,
             metrics,
             http_addrs: bound.http_addrs,
@@ -150,6 +172,8 @@ impl App {
         if let Some(wg) = Arc::into_inner(self.wg) {
             wg.join().await;
         }
+        let egress = Arc::clone(&self.egress);
+        let _ = tokio::task::spawn_blocking(move || egress.stop()).await;
         if let Some(changes) = &self.host_net {
             if let Err(e) = net::remove() {
                 log::warn!("could not remove edgeward's nftables table: {e:#}");
@@ -183,19 +207,23 @@ impl LeaseObserver for LeasePeers {
 }
 
 /// Whether a dongle may be handed out, from the modem service (port open, registered, with an
-/// address, not toggling) and the egress state (its interface up and routed). Until the modem
-/// service is up, no dongle is healthy.
+/// address, not toggling) and the egress state (its interface up and routed). Until both
+/// services are up, no dongle is healthy.
 #[derive(Default)]
 struct FleetHealth {
     modems: OnceLock<Arc<ModemService>>,
+    egress: OnceLock<Arc<EgressHandle>>,
 }
 
 impl FleetHealth {
-    /// The egress part: dongle `n`'s interface is up and routed. The egress service fills
-    /// this in; until then (and in the demo, where the simulator stands in for the
-    /// interface) the modem's own state decides.
-    fn egress_ok(&self, _number: u8) -> bool {
-        true
+    /// The egress part: dongle `n`'s interface is up, addressed and routed in its own table.
+    /// Without a TUN (handshake-only, the demo) the stand-in reports every dongle up and the
+    /// modem's own state decides.
+    fn egress_ok(&self, number: u8) -> bool {
+        self.egress
+            .get()
+            .and_then(|e| e.state(u32::from(number)))
+            .is_some_and(|s| s.link == LinkState::Up && s.routed)
     }
 }
 
@@ -311,9 +339,17 @@ async fn start_data_plane(
     leases: &Arc<LeaseService>,
     peers: PeerQueue,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<(Arc<WgServer>, Option<HostChanges>)> {
+) -> anyhow::Result<(Arc<WgServer>, Option<HostChanges>, EgressHandle)> {
     let socket = server::bind_udp(config.wireguard.listen_port, options.wg_port_fallback)?;
     let (tun, host_net) = data_plane_network(config);
+    let egress = match (&tun, dongle_routes(config)) {
+        (Some(_), routes) if !routes.is_empty() => {
+            let ledger: Arc<dyn HostLedger> = Arc::new(MemoryLedger::default());
+            EgressService::spawn(routes, &config.wireguard.tun, ledger, shutdown.clone())
+                .context("cannot program the dongles' policy routing over netlink")?
+        }
+        _ => EgressHandle::stand_in(),
+    };
     let setup = WgSetup {
         plane: PlaneConfig {
             allow_client_to_client: config.wireguard.allow_client_to_client,
@@ -332,7 +368,7 @@ async fn start_data_plane(
         clock: Arc::clone(&options.clock),
     };
     let wg = WgServer::start(socket, tun, setup, shutdown).await?;
-    Ok((Arc::new(wg), host_net))
+    Ok((Arc::new(wg), host_net, egress))
 }
 
 /// Idle release and history retention from the configuration; the sweeper runs every
@@ -460,7 +496,20 @@ fn data_plane_network(config: &Config) -> (Option<Tun>, Option<HostChanges>) {
             None
         }
     };
-    if let Err(e) = net::apply(&net::nat_ruleset(&subnets, name)) {
+    let dongles: Vec<_> = config
+        .modems
+        .iter()
+        .filter_map(|m| {
+            let number = u8::try_from(m.number).ok()?;
+            Some((crate::config::dongle_subnet(number), m.netdev.as_str()))
+        })
+        .collect();
+    let plan = net::NatPlan {
+        tun: name,
+        pools: &subnets,
+        dongles: &dongles,
+    };
+    if let Err(e) = net::apply(&net::ruleset(&plan)) {
         log::error!("cannot install masquerade rules: {e:#}; clients will not reach the internet");
     }
     (Some(tun), Some(HostChanges { forwarding_before }))

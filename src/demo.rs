@@ -57,6 +57,7 @@ pub fn start(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<Demo> {
             netdev: format!("wwan{number}"),
             apn: Some("internet".to_owned()),
             ip_check_url: None,
+            gateway: None,
         });
         modems.push(sim);
     }

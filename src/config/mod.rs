@@ -216,6 +216,11 @@ pub struct ModemConfig {
     pub apn: Option<String>,
     #[serde(default)]
     pub ip_check_url: Option<String>,
+    /// The next hop of this dongle's egress on `netdev` (ECM/RNDIS/HiLink sticks: their LAN
+    /// address, e.g. 192.168.8.1). Default: learned from a route out of `netdev`, else none
+    /// (raw-IP interfaces need none).
+    #[serde(default)]
+    pub gateway: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

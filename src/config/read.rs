@@ -357,6 +357,7 @@ fn placeholder(table: &[Seg], field: &str) -> Option<Value> {
             netdev: "placeholder".to_owned(),
             apn: None,
             ip_check_url: None,
+            gateway: None,
         }),
         [Seg::Key(vpn), Seg::Key(pool), Seg::Index(_)] if vpn == "vpn" && pool == "pool" => {
             Value::serialize(PoolConfig {

@@ -133,6 +133,7 @@ pub async fn start_app_scaled(
             sweep_every: Some(Duration::from_millis(20)),
             modem_time_scale: scale,
             wg_port_fallback: false,
+            dongle_health: None,
         },
     )
     .await
