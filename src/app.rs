@@ -4,9 +4,14 @@
 //! ends become peers, data-plane activity becomes lease activity), so neither imports the
 //! other. `main` and the integration tests both start edgeward through [`App::start`], so
 //! tests run exactly what operators run.
+//!
+//! The egress's [`HostLedger`] (original `rp_filter` values) lives in the store, so a restart
+//! after `kill -9` restores the value from before edgeward: each record is tagged with the boot
+//! it was taken in (`/proc/sys/kernel/random/boot_id`, read once at start), and a record from
+//! another boot is dropped unused, since the reboot already reset the setting.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -27,7 +32,7 @@ use crate::modem::service::ModemService;
 use crate::store::{EndedLease, LeaseRecord, Store};
 use crate::wg::egress::{DongleRoute, LinkState};
 use crate::wg::net;
-use crate::wg::netlink::{EgressHandle, EgressService, HostLedger, MemoryLedger};
+use crate::wg::netlink::{EgressHandle, EgressService, HostLedger};
 use crate::wg::plane::PlaneConfig;
 use crate::wg::server::{
     self, ActivitySink, ExitSpec, Peer, PeerFeed, PeerQueue, WgServer, WgSetup,
@@ -135,6 +140,7 @@ impl App {
             leases: Arc::clone(&leases),
             wg: Arc::clone(&wg),
             modems: Arc::clone(&modems),
+            egress: Arc::clone(&egress),
             metrics: Arc::clone(&metrics),
             started,
         });
@@ -252,6 +258,96 @@ impl ActivitySink for LeaseActivity {
     }
 }
 
+/// The [`HostLedger`] in the store, each value tagged with the boot it was recorded in
+/// (`"<boot id> <value>"`; see the module docs). It holds the store weakly, so it never keeps
+/// the file open past the lease service's shutdown; store errors are logged and the change is
+/// then simply not remembered (the worst case is the pre-store behaviour).
+struct StoreLedger {
+    store: Weak<Store>,
+    boot_id: String,
+}
+
+impl StoreLedger {
+    fn new(store: Option<Arc<Store>>, boot_id: String) -> Self {
+        Self {
+            store: store.as_ref().map_or_else(Weak::new, Arc::downgrade),
+            boot_id,
+        }
+    }
+
+    fn store(&self, key: &str) -> Option<Arc<Store>> {
+        let store = self.store.upgrade();
+        if store.is_none() {
+            log::warn!("host ledger: the store is closed; {key} is not recorded");
+        }
+        store
+    }
+
+    /// This boot's value for `key`; a record from another boot is deleted on the way.
+    fn current(&self, store: &Store, key: &str) -> Option<String> {
+        let record = match store.host_change(key) {
+            Ok(record) => record?,
+            Err(e) => {
+                log::warn!("host ledger: cannot read {key}: {e}");
+                return None;
+            }
+        };
+        if let Some((boot, value)) = record.split_once(' ') {
+            if boot == self.boot_id {
+                return Some(value.to_owned());
+            }
+        }
+        log::info!("host ledger: dropping {key} = {record:?}, recorded before the last reboot");
+        if let Err(e) = store.forget_host_change(key) {
+            log::warn!("host ledger: cannot forget {key}: {e}");
+        }
+        None
+    }
+}
+
+impl HostLedger for StoreLedger {
+    fn remember(&self, key: &str, old: &str) {
+        let Some(store) = self.store(key) else {
+            return;
+        };
+        if self.current(&store, key).is_some() {
+            return;
+        }
+        let tagged = format!("{} {old}", self.boot_id);
+        if let Err(e) = store.remember_host_change(key, &tagged) {
+            log::warn!("host ledger: cannot record {key} = {old}: {e}");
+        }
+    }
+
+    fn recall(&self, key: &str) -> Option<String> {
+        let store = self.store(key)?;
+        self.current(&store, key)
+    }
+
+    fn forget(&self, key: &str) {
+        let Some(store) = self.store(key) else {
+            return;
+        };
+        if let Err(e) = store.forget_host_change(key) {
+            log::warn!("host ledger: cannot forget {key}: {e}");
+        }
+    }
+}
+
+/// This boot's id, which tags the host ledger's records. Without one (no `/proc`), every record
+/// counts as this boot's: the ledger still survives a crash, only not a reboot.
+fn boot_id() -> String {
+    const PATH: &str = "/proc/sys/kernel/random/boot_id";
+    match std::fs::read_to_string(PATH) {
+        Ok(text) => match text.split_whitespace().next() {
+            Some(id) => return id.to_owned(),
+            None => log::warn!("{PATH} is empty; host changes are not tied to a boot"),
+        },
+        Err(e) => log::warn!("cannot read {PATH}: {e}; host changes are not tied to a boot"),
+    }
+    "unknown".to_owned()
+}
+
 /// The store and the lease service on it, feeding its leases to the data plane's queue.
 fn start_leases(
     config: &Config,
@@ -344,7 +440,7 @@ async fn start_data_plane(
     let (tun, host_net) = data_plane_network(config);
     let egress = match (&tun, dongle_routes(config)) {
         (Some(_), routes) if !routes.is_empty() => {
-            let ledger: Arc<dyn HostLedger> = Arc::new(MemoryLedger::default());
+            let ledger: Arc<dyn HostLedger> = Arc::new(StoreLedger::new(leases.store(), boot_id()));
             EgressService::spawn(routes, &config.wireguard.tun, ledger, shutdown.clone())
                 .context("cannot program the dongles' policy routing over netlink")?
         }
@@ -513,4 +609,86 @@ fn data_plane_network(config: &Config) -> (Option<Tun>, Option<HostChanges>) {
         log::error!("cannot install masquerade rules: {e:#}; clients will not reach the internet");
     }
     (Some(tun), Some(HostChanges { forwarding_before }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wg::netlink::rp_filter_key;
+
+    #[test]
+    fn the_store_ledger_keeps_the_first_value_across_a_crash_but_not_a_reboot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let key = rp_filter_key("wwan0");
+        {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let ledger = StoreLedger::new(Some(Arc::clone(&store)), "boot-a".into());
+            assert_eq!(ledger.recall(&key), None);
+            ledger.remember(&key, "1");
+            // The next pass finds edgeward's own "2": the original stays.
+            ledger.remember(&key, "2");
+            assert_eq!(ledger.recall(&key).as_deref(), Some("1"));
+        }
+        // kill -9 and restart in the same boot: the original from before edgeward comes back.
+        {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let ledger = StoreLedger::new(Some(Arc::clone(&store)), "boot-a".into());
+            ledger.remember(&key, "2");
+            assert_eq!(ledger.recall(&key).as_deref(), Some("1"));
+        }
+        // After a reboot the kernel reset the setting: the old record is not restored, and is
+        // dropped from the store.
+        {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let ledger = StoreLedger::new(Some(Arc::clone(&store)), "boot-b".into());
+            assert_eq!(ledger.recall(&key), None);
+            assert_eq!(store.host_change(&key).unwrap(), None);
+            ledger.remember(&key, "0");
+            assert_eq!(ledger.recall(&key).as_deref(), Some("0"));
+            ledger.forget(&key);
+            assert_eq!(ledger.recall(&key), None);
+            assert_eq!(store.host_change(&key).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn a_record_from_another_boot_does_not_block_this_boots_original() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let key = rp_filter_key("wwan1");
+        StoreLedger::new(Some(Arc::clone(&store)), "boot-a".into()).remember(&key, "1");
+        // The first thing the new boot does is remember (no recall first).
+        let ledger = StoreLedger::new(Some(Arc::clone(&store)), "boot-b".into());
+        ledger.remember(&key, "0");
+        ledger.remember(&key, "2");
+        assert_eq!(ledger.recall(&key).as_deref(), Some("0"));
+        assert_eq!(
+            store.host_change(&key).unwrap().as_deref(),
+            Some("boot-b 0")
+        );
+    }
+
+    #[test]
+    fn a_closed_store_makes_the_ledger_forgetful_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let ledger = StoreLedger::new(Some(Arc::clone(&store)), "boot-a".into());
+        drop(store);
+        ledger.remember("rp_filter:wwan0", "1");
+        assert_eq!(ledger.recall("rp_filter:wwan0"), None);
+        ledger.forget("rp_filter:wwan0");
+        let none = StoreLedger::new(None, "boot-a".into());
+        none.remember("rp_filter:wwan0", "1");
+        assert_eq!(none.recall("rp_filter:wwan0"), None);
+    }
+
+    #[test]
+    fn the_boot_id_is_one_token() {
+        let id = boot_id();
+        assert!(
+            !id.is_empty() && !id.contains(char::is_whitespace),
+            "{id:?}"
+        );
+    }
 }

@@ -24,6 +24,7 @@ use crate::lease::{dongle, LeaseError, SessionFilter, SessionView};
 use crate::modem::actor::ModemStatus;
 use crate::store::{EndReason, Holder, LeaseId};
 use crate::wg::client_config::ClientConfig;
+use crate::wg::egress::LinkState;
 
 /// Longest `agent_id` accepted.
 const MAX_AGENT_ID: usize = 128;
@@ -228,7 +229,16 @@ fn opt_time(at: Option<UnixMillis>) -> Value {
     at.map_or(Value::Null, |t| Value::String(time(t)))
 }
 
-/// `GET /api/dongles`: every dongle, its modem and its lease.
+fn link_word(link: LinkState) -> &'static str {
+    match link {
+        LinkState::Missing => "missing",
+        LinkState::Down => "down",
+        LinkState::NoAddress => "no_address",
+        LinkState::Up => "up",
+    }
+}
+
+/// `GET /api/dongles`: every dongle, its modem, its egress and its lease.
 pub fn dongles(state: &ApiState) -> Response<Body> {
     let timeout = state.config.dongle.heartbeat_timeout.get();
     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
@@ -238,7 +248,11 @@ pub fn dongles(state: &ApiState) -> Response<Body> {
         .into_iter()
         .map(|d| {
             let modem = state.modems.status(u32::from(d.number));
-            let ready = modem.as_ref().is_some_and(ModemStatus::is_ready);
+            let egress = state.egress.state(u32::from(d.number));
+            let egress_ok = egress
+                .as_ref()
+                .is_some_and(|e| e.link == LinkState::Up && e.routed);
+            let ready = modem.as_ref().is_some_and(ModemStatus::is_ready) && egress_ok;
             let lease = d.lease.as_ref();
             json!({
                 "dongle": d.number,
@@ -251,6 +265,9 @@ pub fn dongles(state: &ApiState) -> Response<Body> {
                     "registered": m.registration.is_some_and(|r| r.is_registered()),
                     "address": m.ip.map(|ip| ip.to_string()),
                     "toggling": m.toggle.is_some(),
+                    "link": egress.as_ref().map(|e| link_word(e.link)),
+                    "routed": egress_ok,
+                    "gateway": egress.as_ref().and_then(|e| e.gateway).map(|g| g.to_string()),
                 })),
                 "leased": lease.is_some(),
                 "lease_id": lease.map(|l| l.id),

@@ -39,6 +39,7 @@ use crate::config::Config;
 use crate::lease::LeaseService;
 use crate::metrics::Metrics;
 use crate::modem::service::ModemService;
+use crate::wg::netlink::EgressHandle;
 use crate::wg::server::WgServer;
 use error::ApiError;
 use http::{client_ip, error_response, read_body, request_id, Body, Ctx};
@@ -69,6 +70,8 @@ pub struct ApiState {
     pub leases: Arc<LeaseService>,
     pub wg: Arc<WgServer>,
     pub modems: Arc<ModemService>,
+    /// The dongles' egress (their interfaces up and routed), for the operator views.
+    pub egress: Arc<EgressHandle>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
 }

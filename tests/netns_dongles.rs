@@ -1,0 +1,602 @@
+//! Dongle leases end to end (seed 001 §1–3): agents with Debian's `wireguard-go`, configured
+//! from the `config` field verbatim, lease one dongle each from edgeward (in-process, inside
+//! the box namespace, real TUN, real nftables and netlink), and reach an echo server through
+//! THEIR dongle's carrier only — on a box with strict reverse-path filtering whose two modem
+//! interfaces have the same address, as identical HiLink sticks give it.
+//!
+//! ```text
+//!  agent A ns ── 198.51.100.2/30 ┐                  ┌ mA 192.168.8.100/24 ── carrier A (192.168.8.1) NAT→192.0.2.17 ─┐
+//!                                ├ box (rp_filter=1) ┤                                                                 ├ inet: echo 203.0.113.2:8000
+//!  agent B ns ── 198.51.100.6/30 ┘  endpoint         ├ mB 192.168.8.100/24 ── carrier B (192.168.8.1) NAT→192.0.2.21 ─┤
+//!                                   198.51.100.1     └ up 203.0.113.1 (the box's main default route) ─────────────────┘
+//! ```
+//!
+//! The modems are PTY simulators in this process. Needs root; every namespace and process it
+//! makes is removed by name or PID at the end.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::config::{text, TestConfig};
+use edgeward::app::{App, AppOptions};
+use edgeward::modem::sim::{LineEnding, SimConfig, SimModem};
+use serde_json::Value;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "the namespace tests need root (ip netns, TUN, nftables); CI runs them as root"
+    );
+    for tool in ["ip", "nft", "curl", "python3", "wireguard-go", "wg"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run a command")
+            .success();
+        assert!(found, "{tool} is missing (tests/run.sh installs it)");
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run a command");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed by PID on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Namespaces removed by name on drop.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn ip(ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["ip", "-n", ns];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+fn sysctl(ns: &str, kv: &str) {
+    run(&["ip", "netns", "exec", ns, "sysctl", "-qw", kv]);
+}
+
+fn veth(a: &str, a_ns: &str, b: &str, b_ns: &str) {
+    run(&[
+        "ip", "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns,
+    ]);
+}
+
+fn addr_up(ns: &str, dev: &str, addr: &str) {
+    ip(ns, &["addr", "add", addr, "dev", dev]);
+    ip(ns, &["link", "set", dev, "up"]);
+}
+
+fn nft_in(ns: &str, script: &str) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write the ruleset");
+    assert!(child.wait().expect("nft").success(), "nft refused {script}");
+}
+
+struct Topo {
+    tag: String,
+    boxns: String,
+    agents: [String; 2],
+    inet: String,
+    ma: String,
+    mb: String,
+    up: String,
+    tun: String,
+    _ns: Namespaces,
+}
+
+impl Topo {
+    fn new() -> Self {
+        let tag = format!(
+            "ed{}{}",
+            std::process::id() % 10_000,
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let name = |s: &str| format!("{tag}{s}");
+        let (boxns, inet, ca, cb) = (name("b"), name("i"), name("ca"), name("cb"));
+        let agents = [name("aa"), name("ab")];
+        let ns = Namespaces(vec![
+            boxns.clone(),
+            inet.clone(),
+            ca.clone(),
+            cb.clone(),
+            agents[0].clone(),
+            agents[1].clone(),
+        ]);
+        for n in &ns.0 {
+            run(&["ip", "netns", "add", n]);
+            ip(n, &["link", "set", "lo", "up"]);
+            sysctl(n, "net.ipv4.conf.all.rp_filter=0");
+            sysctl(n, "net.ipv4.conf.default.rp_filter=0");
+        }
+        // Strict reverse-path filtering on the box (RHEL/Rocky's default), set before its
+        // links exist so they inherit it.
+        sysctl(&boxns, "net.ipv4.conf.all.rp_filter=1");
+        sysctl(&boxns, "net.ipv4.conf.default.rp_filter=1");
+        let (ma, mb, up) = (name("mA"), name("mB"), name("up"));
+        for (carrier, modem, public, inet_side) in [
+            (&ca, &ma, "192.0.2.17/30", "192.0.2.18"),
+            (&cb, &mb, "192.0.2.21/30", "192.0.2.22"),
+        ] {
+            let (c0, ci, ic) = (
+                format!("{carrier}0"),
+                format!("{carrier}i"),
+                format!("{carrier}x"),
+            );
+            veth(modem, &boxns, &c0, carrier);
+            veth(&ci, carrier, &ic, &inet);
+            addr_up(&boxns, modem, "192.168.8.100/24");
+            addr_up(carrier, &c0, "192.168.8.1/24");
+            addr_up(carrier, &ci, public);
+            addr_up(&inet, &ic, &format!("{inet_side}/30"));
+            ip(carrier, &["route", "add", "default", "via", inet_side]);
+            sysctl(carrier, "net.ipv4.ip_forward=1");
+            nft_in(
+                carrier,
+                &format!(
+                    "table ip carrier {{\n chain post {{\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname \"{ci}\" masquerade\n }}\n}}\n"
+                ),
+            );
+        }
+        let iu = name("iu");
+        veth(&up, &boxns, &iu, &inet);
+        addr_up(&boxns, &up, "203.0.113.1/24");
+        addr_up(&inet, &iu, "203.0.113.2/24");
+        ip(
+            &boxns,
+            &["route", "add", "default", "via", "203.0.113.2", "dev", &up],
+        );
+        // The agents reach the box's endpoint 198.51.100.1 over their own links.
+        for (i, (agent, box_side, agent_side)) in [
+            (&agents[0], "198.51.100.1/30", "198.51.100.2/30"),
+            (&agents[1], "198.51.100.5/30", "198.51.100.6/30"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (bx, ax) = (name(&format!("x{i}")), name(&format!("y{i}")));
+            veth(&bx, &boxns, &ax, agent);
+            addr_up(&boxns, &bx, box_side);
+            addr_up(agent, &ax, agent_side);
+            let via = box_side.split('/').next().expect("an address");
+            ip(agent, &["route", "add", "198.51.100.1/32", "via", via]);
+        }
+        Topo {
+            boxns,
+            agents,
+            inet,
+            ma,
+            mb,
+            up,
+            tun: name("t"),
+            tag,
+            _ns: ns,
+        }
+    }
+
+    fn echo_server(&self) -> Proc {
+        let script = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = self.client_address[0].encode()\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    def log_message(self, *a): pass\nhttp.server.ThreadingHTTPServer(('0.0.0.0', 8000), H).serve_forever()\n";
+        let p = Proc(
+            Command::new("ip")
+                .args(["netns", "exec", &self.inet, "python3", "-c", script])
+                .spawn()
+                .expect("start the echo server"),
+        );
+        wait_until(
+            "the echo server never listened",
+            Duration::from_secs(10),
+            || self.fetch(&self.inet, "127.0.0.1").is_some(),
+        );
+        p
+    }
+
+    /// What the echo server saw as our address, fetching from namespace `ns`.
+    fn fetch(&self, ns: &str, host: &str) -> Option<String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "curl",
+                "-s",
+                "--max-time",
+                "2",
+                &format!("http://{host}:8000/"),
+            ])
+            .output()
+            .expect("run curl");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn seen_from_agent(&self, i: usize) -> Option<String> {
+        self.fetch(&self.agents[i], "203.0.113.2")
+    }
+
+    /// The API inside the box namespace (a direct loopback client: operator views open).
+    fn api(&self, method: &str, path: &str, body: Option<&str>) -> Value {
+        let url = format!("http://127.0.0.1:8080{path}");
+        let mut args = vec![
+            "netns",
+            "exec",
+            &self.boxns,
+            "curl",
+            "-s",
+            "-X",
+            method,
+            &url,
+        ];
+        if let Some(b) = body {
+            args.extend(["-H", "Content-Type: application/json", "-d", b]);
+        }
+        let out = Command::new("ip").args(&args).output().expect("run curl");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{path}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Packets from dongle 17's subnet that left the box by anything but mA or the TUN,
+    /// counted before NAT (a leak to the uplink or to the other carrier).
+    fn reset_leak_counter(&self) {
+        nft_in(
+            &self.boxns,
+            &format!(
+                "table inet ewtest\ndelete table inet ewtest\ntable inet ewtest {{\n chain post {{\n  type filter hook postrouting priority -300; policy accept;\n  ip saddr 10.8.17.0/24 oifname != {{ \"{}\", \"{}\" }} counter\n }}\n}}\n",
+                self.ma, self.tun
+            ),
+        );
+    }
+
+    fn leaks(&self) -> u64 {
+        let out = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.boxns,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "ewtest",
+        ]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("a counter")
+    }
+}
+
+/// A wireguard-go interface in an agent namespace, set up from `/dongle/allocate`'s `config`
+/// exactly as the seed's client does with its template: `Address =` goes on the interface,
+/// the rest to `wg setconf`, and every route through the tunnel but the endpoint's.
+struct WgAgent {
+    name: String,
+    _proc: Proc,
+}
+
+impl WgAgent {
+    fn new(t: &Topo, i: usize, dongle: &Value, dir: &Path) -> Self {
+        let ns = &t.agents[i];
+        let name = format!("{}w{i}", t.tag);
+        let proc = Proc(
+            Command::new("ip")
+                .args(["netns", "exec", ns, "wireguard-go", "-f", &name])
+                .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start wireguard-go"),
+        );
+        wait_until("wireguard-go did not start", Duration::from_secs(5), || {
+            Path::new(&format!("/var/run/wireguard/{name}.sock")).exists()
+        });
+        let config = dongle["config"].as_str().expect("a config");
+        let address = config
+            .lines()
+            .find_map(|l| l.strip_prefix("Address = "))
+            .expect("an Address line");
+        let rest: String = config
+            .lines()
+            .filter(|l| !l.starts_with("Address = ") && !l.starts_with("DNS = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let path = dir.join(format!("{name}.conf"));
+        std::fs::write(&path, rest).expect("write the client config");
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "wg",
+            "setconf",
+            &name,
+            path.to_str().expect("a UTF-8 path"),
+        ]);
+        ip(ns, &["addr", "add", address, "dev", &name]);
+        ip(ns, &["link", "set", &name, "up"]);
+        ip(ns, &["route", "add", "default", "dev", &name]);
+        Self { name, _proc: proc }
+    }
+}
+
+impl Drop for WgAgent {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.name));
+    }
+}
+
+fn sim(path: &Path, seed: u64) -> SimModem {
+    SimModem::start(
+        path,
+        SimConfig {
+            profile: "generic".to_owned(),
+            echo: true,
+            line_ending: LineEnding::CrLf,
+            initial_ip: std::net::Ipv4Addr::new(100, 64, 7, seed as u8),
+            registration_delay: Duration::from_millis(30),
+            reply_delay: Duration::from_millis(1),
+            reset_downtime: Duration::from_millis(300),
+            urc_noise: false,
+            seed,
+        },
+    )
+    .expect("start a modem simulator")
+}
+
+#[test]
+fn each_agent_leaves_by_its_own_dongle_only_through_toggles_and_link_loss() {
+    require_root();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let t = Topo::new();
+    let _echo = t.echo_server();
+    let sims = [
+        sim(&dir.path().join("tty17"), 17),
+        sim(&dir.path().join("tty18"), 18),
+    ];
+    let config = TestConfig::bare()
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+        .store(&dir.path().join("store.redb"))
+        .wg_port(55555)
+        .set("wireguard", "endpoint_host", text("198.51.100.1"))
+        .set("wireguard", "tun", text(&t.tun))
+        .set("wireguard", "dns", "[]")
+        .modem(
+            17,
+            &dir.path().join("tty17"),
+            "generic",
+            &t.ma,
+            &[("gateway", text("192.168.8.1"))],
+        )
+        .modem(
+            18,
+            &dir.path().join("tty18"),
+            "generic",
+            &t.mb,
+            &[("gateway", text("192.168.8.1"))],
+        )
+        .write(dir.path());
+
+    // edgeward in-process, in the box namespace.
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let boxns = t.boxns.clone();
+    let server = std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/var/run/netns/{boxns}")).expect("the netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter it");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            let config = edgeward::config::Config::load(&config).expect("the config");
+            let options = AppOptions {
+                modem_time_scale: 0.05,
+                sweep_every: Some(Duration::from_millis(200)),
+                ..AppOptions::default()
+            };
+            let app = App::start(config, options).await.expect("edgeward starts");
+            let _ = tokio::task::spawn_blocking(move || stopped.recv()).await;
+            app.shutdown().await;
+        })
+    });
+    let healthy = |n: u64| {
+        t.api("GET", "/api/dongles", None)["dongles"]
+            .as_array()
+            .is_some_and(|ds| ds.iter().any(|d| d["dongle"] == n && d["healthy"] == true))
+    };
+    wait_until(
+        "the dongles never became healthy",
+        Duration::from_secs(20),
+        || {
+            Command::new("ip")
+                .args(["netns", "exec", &t.boxns, "curl", "-s", "-o", "/dev/null"])
+                .arg("http://127.0.0.1:8080/api/health")
+                .status()
+                .is_ok_and(|s| s.success())
+                && healthy(17)
+                && healthy(18)
+        },
+    );
+    // The box loosened reverse-path filtering on the modem interfaces only.
+    let rp = |dev: &str| {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &t.boxns,
+            "cat",
+            &format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter"),
+        ])
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(rp(&t.up), "1", "the uplink keeps strict filtering");
+
+    // Two agents, two dongles, each configured from the seed's template.
+    let a = t.api(
+        "POST",
+        "/dongle/allocate",
+        Some(r#"{"agent_id":"agent-A"}"#),
+    );
+    let b = t.api(
+        "POST",
+        "/dongle/allocate",
+        Some(r#"{"agent_id":"agent-B"}"#),
+    );
+    assert_eq!(a["success"], true, "{a}");
+    assert_eq!(b["success"], true, "{b}");
+    let (da, db) = (&a["dongle"], &b["dongle"]);
+    assert_ne!(da["dongle"], db["dongle"]);
+    let (a_is_17, lease_a) = (da["dongle"] == 17, da["id"].clone());
+    let (first, second) = if a_is_17 { (0, 1) } else { (1, 0) };
+    for d in [da, db] {
+        let config = d["config"].as_str().expect("a config");
+        assert!(
+            config.contains(&format!("Address = 10.8.{}.0/24", d["dongle"])),
+            "{config}"
+        );
+        assert!(config.contains("Endpoint = 198.51.100.1:55555"), "{config}");
+    }
+    let _wa = WgAgent::new(&t, 0, da, dir.path());
+    let _wb = WgAgent::new(&t, 1, db, dir.path());
+    // Dongle 17 leaves by carrier A, 18 by carrier B; never the uplink, never crossed.
+    wait_until(
+        "the agent on dongle 17 never got out",
+        Duration::from_secs(15),
+        || t.seen_from_agent(first).as_deref() == Some("192.0.2.17"),
+    );
+    wait_until(
+        "the agent on dongle 18 never got out",
+        Duration::from_secs(15),
+        || t.seen_from_agent(second).as_deref() == Some("192.0.2.21"),
+    );
+    for _ in 0..3 {
+        assert_eq!(t.seen_from_agent(first).as_deref(), Some("192.0.2.17"));
+        assert_eq!(t.seen_from_agent(second).as_deref(), Some("192.0.2.21"));
+    }
+
+    // A toggle changes the modem's address; the agent's session carries on.
+    let toggled = t.api("GET", "/toggle/17", None);
+    assert_eq!(toggled["success"], true, "{toggled}");
+    assert_eq!(t.seen_from_agent(first).as_deref(), Some("192.0.2.17"));
+    let heartbeat = t.api(
+        "GET",
+        &format!(
+            "/dongle/heartbeat/{}",
+            if a_is_17 { &lease_a } else { &db["id"] }
+        ),
+        None,
+    );
+    assert_eq!(
+        heartbeat["success"], true,
+        "same lease after the toggle: {heartbeat}"
+    );
+
+    // Modem A's link goes down: dongle 17's traffic is dropped, nothing leaks to the uplink
+    // or to carrier B, and dongle 18 is untouched.
+    t.reset_leak_counter();
+    ip(&t.boxns, &["link", "set", &t.ma, "down"]);
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        assert_eq!(
+            t.seen_from_agent(first),
+            None,
+            "dongle 17 got out without its modem"
+        );
+    }
+    assert_eq!(
+        t.leaks(),
+        0,
+        "dongle 17's packets left by another interface"
+    );
+    assert_eq!(t.seen_from_agent(second).as_deref(), Some("192.0.2.21"));
+    wait_until(
+        "dongle 17 still looks healthy",
+        Duration::from_secs(10),
+        || !healthy(17),
+    );
+
+    // The link returns: egress comes back by itself, same lease, no new allocation.
+    ip(&t.boxns, &["link", "set", &t.ma, "up"]);
+    wait_until("egress never came back", Duration::from_secs(10), || {
+        t.seen_from_agent(first).as_deref() == Some("192.0.2.17")
+    });
+    let again = t.api(
+        "GET",
+        &format!(
+            "/dongle/heartbeat/{}",
+            if a_is_17 { &lease_a } else { &db["id"] }
+        ),
+        None,
+    );
+    assert_eq!(again["success"], true);
+    assert_eq!(t.leaks(), 0);
+
+    stop.send(()).expect("stop edgeward");
+    server.join().expect("edgeward stopped");
+    // A clean stop removes the policy routing and the nftables table, and restores rp_filter.
+    let rules = ip(&t.boxns, &["rule", "show"]);
+    assert!(
+        !rules.contains("10.8.17.0/24"),
+        "rules left behind: {rules}"
+    );
+    assert_eq!(rp(&t.ma), "1", "rp_filter not restored on {}", t.ma);
+    let tables = run(&["ip", "netns", "exec", &t.boxns, "nft", "list", "tables"]);
+    assert!(!tables.contains("inet edgeward"), "{tables}");
+    drop(sims);
+}
