@@ -587,6 +587,37 @@ fn each_agent_leaves_by_its_own_dongle_only_through_toggles_and_link_loss() {
     assert_eq!(again["success"], true);
     assert_eq!(t.leaks(), 0);
 
+    // The agent on dongle 18 leaves; its modem's port vanishes: no dongle is handed out (17
+    // is held) until the port returns, then 18 is again.
+    let (id_18, sim_18) = if a_is_17 {
+        (&db["id"], &sims[1])
+    } else {
+        (&lease_a, &sims[1])
+    };
+    let released = t.api("POST", &format!("/dongle/release/{id_18}"), None);
+    assert_eq!(released["success"], true, "{released}");
+    sim_18.unplug(Duration::from_secs(3));
+    wait_until(
+        "dongle 18 still looks healthy",
+        Duration::from_secs(5),
+        || !healthy(18),
+    );
+    let refused = t.api(
+        "POST",
+        "/dongle/allocate",
+        Some(r#"{"agent_id":"agent-C"}"#),
+    );
+    assert_eq!(refused["message"], "No available dongle", "{refused}");
+    wait_until("dongle 18 never came back", Duration::from_secs(20), || {
+        healthy(18)
+    });
+    let c = t.api(
+        "POST",
+        "/dongle/allocate",
+        Some(r#"{"agent_id":"agent-C"}"#),
+    );
+    assert_eq!(c["dongle"]["dongle"], 18, "{c}");
+
     stop.send(()).expect("stop edgeward");
     server.join().expect("edgeward stopped");
     // A clean stop removes the policy routing and the nftables table, and restores rp_filter.
