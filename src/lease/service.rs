@@ -654,6 +654,13 @@ impl LeaseService {
         store.as_ref().and_then(|s| s.ended_count().ok())
     }
 
+    /// The store, until [`Self::shutdown`] closes it: for the few records outside the lease
+    /// book (the host-change ledger). Hold it weakly, so the file still closes at shutdown.
+    pub fn store(&self) -> Option<Arc<Store>> {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        store.clone()
+    }
+
     /// Can the store be read? (For health checks.)
     pub fn store_healthy(&self) -> bool {
         let store = self.store.read().unwrap_or_else(|e| e.into_inner());

@@ -1,4 +1,5 @@
-//! The store: one redb file holding server identities, active leases and lease history.
+//! The store: one redb file holding server identities, active leases, lease history, and the
+//! original values of host settings edgeward changed (`host_changes`).
 //!
 //! Owns the file (created 0600, since it holds private keys), the table layout and the schema
 //! version. The store is not taken as found ([`Store::open`]):
@@ -15,7 +16,10 @@
 //! batch API: [`Store::apply`] writes a whole batch in one durable transaction, which is what
 //! lets the lease service commit many requests per fsync. History is kept without private keys
 //! and is pruned by end time ([`Store::prune_ended`], through an index by end time); the schema
-//! version has migrations. Nothing outside this module names a redb table.
+//! version has migrations. Host changes are plain text keys and values
+//! ([`Store::remember_host_change`] keeps the first value, durably); what a value means, such
+//! as which boot it belongs to, is the caller's business. Nothing outside this module names a
+//! redb table.
 
 pub mod records;
 
@@ -38,6 +42,9 @@ use crate::clock::UnixMillis;
 ///
 /// - 1: exits, active leases, ended leases (which still held their private keys).
 /// - 2: ended leases without private keys, plus `leases_ended_at` (end time, id) for pruning.
+///
+/// `host_changes` came later without a bump: a new table needs no migration ([`Store::open`]
+/// creates any missing table) and an older edgeward ignores a table it does not know.
 pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -46,6 +53,8 @@ const LEASES_ACTIVE: TableDefinition<u64, &[u8]> = TableDefinition::new("leases_
 const LEASES_ENDED: TableDefinition<u64, &[u8]> = TableDefinition::new("leases_ended");
 /// `(ended at, lease id)` for every row of `leases_ended`: history in the order it expires.
 const LEASES_ENDED_AT: TableDefinition<(u64, u64), ()> = TableDefinition::new("leases_ended_at");
+/// Host setting (e.g. `rp_filter:wwan0`) -> the value found before edgeward changed it.
+const HOST_CHANGES: TableDefinition<&str, &str> = TableDefinition::new("host_changes");
 
 const KEY_SCHEMA: &str = "schema_version";
 /// One past the highest lease id ever written: ids are never reused, even once history that
@@ -168,6 +177,7 @@ impl Store {
             txn.open_table(LEASES_ENDED).map_err(|e| self.db_err(e))?;
             txn.open_table(LEASES_ENDED_AT)
                 .map_err(|e| self.db_err(e))?;
+            txn.open_table(HOST_CHANGES).map_err(|e| self.db_err(e))?;
         }
         txn.commit().map_err(|e| self.db_err(e))
     }
@@ -330,6 +340,52 @@ impl Store {
         }
         txn.commit().map_err(|e| self.db_err(e))?;
         Ok(doomed)
+    }
+
+    /// The value recorded for host setting `key`, if any.
+    pub fn host_change(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(HOST_CHANGES).map_err(|e| self.db_err(e))?;
+        let row = table.get(key).map_err(|e| self.db_err(e))?;
+        Ok(row.map(|v| v.value().to_owned()))
+    }
+
+    /// Records `value` for host setting `key` unless a value is already recorded (the first
+    /// one is the original), in one durable transaction. Returns whether it was recorded.
+    pub fn remember_host_change(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let inserted = {
+            let mut table = txn.open_table(HOST_CHANGES).map_err(|e| self.db_err(e))?;
+            let present = table.get(key).map_err(|e| self.db_err(e))?.is_some();
+            if !present {
+                table.insert(key, value).map_err(|e| self.db_err(e))?;
+            }
+            !present
+        };
+        if !inserted {
+            // Nothing changed: no commit, no fsync.
+            txn.abort().map_err(|e| self.db_err(e))?;
+            return Ok(false);
+        }
+        txn.commit().map_err(|e| self.db_err(e))?;
+        Ok(true)
+    }
+
+    /// Drops the record of host setting `key` (once it is restored), in one durable
+    /// transaction. Returns whether there was one.
+    pub fn forget_host_change(&self, key: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let removed = {
+            let mut table = txn.open_table(HOST_CHANGES).map_err(|e| self.db_err(e))?;
+            let old = table.remove(key).map_err(|e| self.db_err(e))?;
+            old.is_some()
+        };
+        if !removed {
+            txn.abort().map_err(|e| self.db_err(e))?;
+            return Ok(false);
+        }
+        txn.commit().map_err(|e| self.db_err(e))?;
+        Ok(true)
     }
 
     /// Writes a batch in ONE transaction and returns once it is on disk (fsync'd).
@@ -819,6 +875,65 @@ mod tests {
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn host_changes_keep_the_first_value_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.host_change("rp_filter:wwan0").unwrap(), None);
+            assert!(store.remember_host_change("rp_filter:wwan0", "1").unwrap());
+            // edgeward's own value, seen on a later pass, does not replace the original.
+            assert!(!store.remember_host_change("rp_filter:wwan0", "2").unwrap());
+            assert!(store.remember_host_change("rp_filter:wwan1", "0").unwrap());
+            assert_eq!(
+                store.host_change("rp_filter:wwan0").unwrap().as_deref(),
+                Some("1")
+            );
+        }
+        // As after a kill -9: the records are on disk.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.host_change("rp_filter:wwan0").unwrap().as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            store.host_change("rp_filter:wwan1").unwrap().as_deref(),
+            Some("0")
+        );
+        assert!(store.forget_host_change("rp_filter:wwan0").unwrap());
+        assert!(!store.forget_host_change("rp_filter:wwan0").unwrap());
+        assert_eq!(store.host_change("rp_filter:wwan0").unwrap(), None);
+        // Once forgotten, the next change records the value found then.
+        assert!(store.remember_host_change("rp_filter:wwan0", "0").unwrap());
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.host_change("rp_filter:wwan0").unwrap().as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            store.host_change("rp_filter:wwan1").unwrap().as_deref(),
+            Some("0")
+        );
+    }
+
+    #[test]
+    fn a_store_without_the_host_changes_table_gets_it_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            // A file written before the table existed.
+            let store = Store::open(&path).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            assert!(txn.delete_table(HOST_CHANGES).unwrap());
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.host_change("rp_filter:wwan0").unwrap(), None);
     }
 
     #[test]
