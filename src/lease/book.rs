@@ -221,11 +221,7 @@ impl LeaseBook {
                         book.by_public_key.insert(lease.public_key, lease.id);
                         book.leases.insert(lease.id, (Place::Dongle(n), lease));
                     }
-                    _ => orphans.push(lease.end(Ended {
-                        at: now,
-                        reason: EndReason::PoolRemoved,
-                        report: None,
-                    })),
+                    _ => orphans.push(orphaned(lease, now)),
                 }
                 continue;
             }
@@ -242,11 +238,7 @@ impl LeaseBook {
                     book.by_public_key.insert(lease.public_key, lease.id);
                     book.leases.insert(lease.id, (Place::Pool(pi), lease));
                 }
-                None => orphans.push(lease.end(Ended {
-                    at: now,
-                    reason: EndReason::PoolRemoved,
-                    report: None,
-                })),
+                None => orphans.push(orphaned(lease, now)),
             }
         }
         (book, orphans)
@@ -628,6 +620,15 @@ impl LeaseBook {
     pub fn next_id(&self) -> LeaseId {
         self.next_id
     }
+}
+
+/// A stored lease that no longer fits anything configured, ended at `now`.
+fn orphaned(lease: LeaseRecord, now: UnixMillis) -> EndedLease {
+    lease.end(Ended {
+        at: now,
+        reason: EndReason::PoolRemoved,
+        report: None,
+    })
 }
 
 #[cfg(test)]
