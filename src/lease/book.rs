@@ -327,6 +327,11 @@ impl LeaseBook {
         Ok(lease)
     }
 
+    /// Does `agent` hold a live dongle lease?
+    pub fn holds_dongle(&self, agent: &str) -> bool {
+        self.by_agent.contains_key(agent)
+    }
+
     /// Seed 001's allocate: the agent's live dongle lease again (`renewed`, counted as a
     /// heartbeat, whatever the dongle's health), or the free healthy dongle idle longest with
     /// `client_key` as the new lease's key.

@@ -290,6 +290,8 @@ pub struct LeaseService {
     /// a straggling connection still holds the service.
     store: RwLock<Option<Arc<Store>>>,
     clock: Arc<dyn Clock>,
+    /// Which dongles may be handed out (shared with the writer).
+    health: Arc<dyn DongleHealth>,
 }
 
 impl LeaseService {
@@ -398,6 +400,7 @@ impl LeaseService {
 
         let store = Arc::new(store);
         let book = Arc::new(RwLock::new(book));
+        let health = Arc::clone(&dongles.health);
         let (tx, rx) = mpsc::channel();
         let worker = Worker {
             rx,
@@ -421,6 +424,7 @@ impl LeaseService {
             worker: Mutex::new(Some(handle)),
             store: RwLock::new(Some(store)),
             clock,
+            health,
         }))
     }
 
@@ -589,6 +593,14 @@ impl LeaseService {
     /// Seed 001's allocate for `agent`: its live lease again (`renewed`), or a free healthy
     /// dongle with a freshly minted client key. Returns once durable.
     pub async fn allocate_dongle(&self, agent: String) -> Result<DongleGrant, LeaseError> {
+        // When every dongle is held, most allocates are refusals: answer those from the book
+        // as it is now, without a trip through the writer's queue (where they would wait
+        // behind durable commits). The writer still decides every grant, so the race for the
+        // last dongle has exactly one winner; a refusal here is the answer the writer would
+        // have given at this instant.
+        if self.no_dongle_for(&agent) {
+            return Err(LeaseError::NoDongle);
+        }
         let client_key = PrivateKey::generate();
         self.ask(|reply| Command::AllocateDongle {
             agent,
@@ -596,6 +608,12 @@ impl LeaseService {
             reply,
         })
         .await
+    }
+
+    /// The agent holds no dongle lease and no free dongle is healthy.
+    fn no_dongle_for(&self, agent: &str) -> bool {
+        let book = self.read();
+        !book.holds_dongle(agent) && book.shelf().pick(&|n| self.health.is_healthy(n)).is_none()
     }
 
     /// A heartbeat for dongle lease `id` (memory only: no disk write per beat).
