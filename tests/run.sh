@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 section() { printf '\n== %s\n' "$*"; }
 
 # --- system packages -------------------------------------------------------------------
-apt_packages=(jq curl python3 iproute2 file wireguard-go wireguard-tools nftables iperf3)
+apt_packages=(jq curl python3 iproute2 procps file wireguard-go wireguard-tools nftables iperf3)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
