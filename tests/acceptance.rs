@@ -19,21 +19,38 @@ fn acceptance_dir() -> PathBuf {
     dir
 }
 
-async fn with_demo(f: impl FnOnce(String)) {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}")
-        .parse()
-        .expect("a valid address");
-    let mut child = Command::new(edgeward_bin())
-        .args(["demo", "--listen", &addr.to_string()])
-        .env("EDGEWARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a process");
-    wait_until_serving(addr, Duration::from_secs(10)).await;
-    f(format!("http://{addr}"));
-    child.kill().expect("kill a process");
-    child.wait().expect("wait for a process");
+/// `edgeward demo` (the real binary) on a free loopback port, ended by PID when dropped.
+struct Demo {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Demo {
+    async fn start() -> Self {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}")
+            .parse()
+            .expect("a valid address");
+        let child = Command::new(edgeward_bin())
+            .args(["demo", "--listen", &addr.to_string()])
+            .env("EDGEWARD_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start a process");
+        let demo = Self {
+            child,
+            base: format!("http://{addr}"),
+        };
+        wait_until_serving(addr, Duration::from_secs(10)).await;
+        demo
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn run_flow(program: &str, script: &str, base: &str) {
@@ -56,12 +73,14 @@ fn run_flow(program: &str, script: &str, base: &str) {
 
 #[tokio::test]
 async fn seed_000_bash_client_flow() {
-    with_demo(|base| run_flow("bash", "vpn_bash_flow.sh", &base)).await;
+    let demo = Demo::start().await;
+    run_flow("bash", "vpn_bash_flow.sh", &demo.base);
 }
 
 #[tokio::test]
 async fn seed_000_python_client_flow() {
-    with_demo(|base| run_flow("python3", "vpn_python_flow.py", &base)).await;
+    let demo = Demo::start().await;
+    run_flow("python3", "vpn_python_flow.py", &demo.base);
 }
 
 /// Waits until the demo's `/api/dongles` shows a healthy dongle (its simulated modems register
@@ -91,18 +110,8 @@ async fn wait_for_a_healthy_dongle(base: &str) {
 
 #[tokio::test]
 async fn seed_001_dongle_flow() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}")
-        .parse()
-        .expect("a valid address");
-    let mut child = Command::new(edgeward_bin())
-        .args(["demo", "--listen", &addr.to_string()])
-        .env("EDGEWARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a process");
-    wait_until_serving(addr, Duration::from_secs(10)).await;
-    let base = format!("http://{addr}");
+    let demo = Demo::start().await;
+    let base = demo.base.clone();
     wait_for_a_healthy_dongle(&base).await;
     let out = Command::new("bash")
         .arg(acceptance_dir().join("dongle_flow.sh"))
@@ -110,8 +119,7 @@ async fn seed_001_dongle_flow() {
         .arg("U22-01-01")
         .output()
         .expect("run bash (tests/run.sh installs curl and jq)");
-    child.kill().expect("kill a process");
-    child.wait().expect("wait for a process");
+    drop(demo);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -75,6 +75,28 @@ pub struct ToggleRecord {
     pub reason: Option<String>,
 }
 
+impl ToggleRecord {
+    /// A toggle that ended without a new address (failed or aborted), and why.
+    fn failed(
+        started_at: UnixMillis,
+        elapsed: Duration,
+        previous_ip: Option<IpAddr>,
+        attempts: u32,
+        reason: &str,
+    ) -> Self {
+        Self {
+            started_at,
+            elapsed_ms: elapsed.as_millis() as u64,
+            success: false,
+            ip: None,
+            previous_ip,
+            step: None,
+            attempts,
+            reason: Some(reason.to_owned()),
+        }
+    }
+}
+
 /// A toggle in progress.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToggleProgress {
@@ -717,16 +739,7 @@ impl Actor {
                 } else {
                     log::warn!("modem {}: {reason}", self.spec.number);
                 }
-                ToggleRecord {
-                    started_at: started_ms,
-                    elapsed_ms: elapsed.as_millis() as u64,
-                    success: false,
-                    ip: None,
-                    previous_ip: old_ip,
-                    step: None,
-                    attempts: *attempts,
-                    reason: Some(reason.clone()),
-                }
+                ToggleRecord::failed(started_ms, *elapsed, old_ip, *attempts, reason)
             }
             Outcome::Failed {
                 reason,
@@ -734,16 +747,7 @@ impl Actor {
                 elapsed,
             } => {
                 log::warn!("modem {}: toggle failed: {reason}", self.spec.number);
-                ToggleRecord {
-                    started_at: started_ms,
-                    elapsed_ms: elapsed.as_millis() as u64,
-                    success: false,
-                    ip: None,
-                    previous_ip: old_ip,
-                    step: None,
-                    attempts: *attempts,
-                    reason: Some(reason.clone()),
-                }
+                ToggleRecord::failed(started_ms, *elapsed, old_ip, *attempts, reason)
             }
         };
         self.publish(|s| {
