@@ -15,10 +15,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::netns::{echo_server, in_netns, require_root, run, wait_until, Proc};
 use common::{text, TestConfig};
 use serde_json::Value;
 
@@ -27,35 +28,6 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// The internet host client A's tunnel leads to, and client B's.
 const HOST_A: &str = "203.0.113.2";
 const HOST_B: &str = "203.0.113.3";
-
-fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "the namespace tests need root (ip netns, TUN, nftables); CI runs them as root"
-    );
-    for tool in ["ip", "wg", "wireguard-go", "nft", "curl", "python3"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run a command")
-            .success();
-        assert!(found, "{tool} is missing (tests/run.sh installs it)");
-    }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run a command");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Three namespaces wired as in the module doc; removed on drop.
 struct Topology {
@@ -204,37 +176,6 @@ impl Drop for Topology {
     }
 }
 
-/// A child process killed by PID on drop.
-struct Proc(Child);
-
-impl Proc {
-    /// SIGTERM, then wait: the clean stop operators get from systemd or procd.
-    fn stop(mut self) {
-        run(&["kill", "-TERM", &self.0.id().to_string()]);
-        let status = self.0.wait().expect("wait for a process");
-        assert!(
-            status.success(),
-            "edgeward exited with {status} after SIGTERM"
-        );
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn echo_server(t: &Topology) -> Proc {
-    let script = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = self.client_address[0].encode()\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    def log_message(self, *a): pass\nhttp.server.HTTPServer(('0.0.0.0', 8000), H).serve_forever()\n";
-    Proc(
-        t.exec(&t.inet, &["python3", "-c", script])
-            .spawn()
-            .expect("start a process"),
-    )
-}
-
 fn write_config(dir: &Path, idle: &str) -> PathBuf {
     TestConfig::bare()
         .listen(SocketAddr::from(([127, 0, 0, 1], 8080)))
@@ -345,20 +286,12 @@ impl Drop for WgClient {
     }
 }
 
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn traffic_flows_with_nat_on_two_exits_stops_at_release_and_survives_a_restart() {
-    require_root();
+    require_root(&["ip", "wg", "wireguard-go", "nft", "curl", "python3"]);
     let dir = tempfile::tempdir().unwrap();
     let t = Topology::new();
-    let _echo = echo_server(&t);
+    let _echo = echo_server(&t.inet);
     let config = write_config(dir.path(), "10m");
     let edgeward = start_edgeward(&t, &config);
 
@@ -465,31 +398,16 @@ fn traffic_flows_with_nat_on_two_exits_stops_at_release_and_survives_a_restart()
     assert!(!tables.contains("edgeward"), "{tables}");
 }
 
-/// Runs `f` on a thread that has joined network namespace `ns`: every socket, TUN device and
-/// child process it (and threads it starts) makes lives there.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open a namespace file");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .expect("enter the namespace");
-        f()
-    })
-}
-
 #[test]
 fn an_idle_lease_expires_under_a_controlled_clock_and_its_tunnel_stops() {
     use edgeward::app::{App, AppOptions};
     use edgeward::clock::ManualClock;
     use std::sync::Arc;
 
-    require_root();
+    require_root(&["ip", "wg", "wireguard-go", "nft", "curl", "python3"]);
     let dir = tempfile::tempdir().unwrap();
     let t = Topology::new();
-    let _echo = echo_server(&t);
+    let _echo = echo_server(&t.inet);
     let config = write_config(dir.path(), "10m");
     // edgeward in-process, in the box namespace, on a clock the test moves.
     let clock = Arc::new(ManualClock::starting_now());

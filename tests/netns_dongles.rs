@@ -17,111 +17,20 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::config::{text, TestConfig};
+use common::netns::{
+    addr_up, echo_server, in_netns, ip, nft_in, require_root, run, sysctl, veth, wait_until,
+    Namespaces, Proc,
+};
 use edgeward::app::{App, AppOptions};
 use edgeward::modem::sim::{LineEnding, SimConfig, SimModem};
 use serde_json::Value;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "the namespace tests need root (ip netns, TUN, nftables); CI runs them as root"
-    );
-    for tool in ["ip", "nft", "curl", "python3", "wireguard-go", "wg"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run a command")
-            .success();
-        assert!(found, "{tool} is missing (tests/run.sh installs it)");
-    }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run a command");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A child process killed by PID on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Namespaces removed by name on drop.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn ip(ns: &str, args: &[&str]) -> String {
-    let mut all = vec!["ip", "-n", ns];
-    all.extend_from_slice(args);
-    run(&all)
-}
-
-fn sysctl(ns: &str, kv: &str) {
-    run(&["ip", "netns", "exec", ns, "sysctl", "-qw", kv]);
-}
-
-fn veth(a: &str, a_ns: &str, b: &str, b_ns: &str) {
-    run(&[
-        "ip", "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns,
-    ]);
-}
-
-fn addr_up(ns: &str, dev: &str, addr: &str) {
-    ip(ns, &["addr", "add", addr, "dev", dev]);
-    ip(ns, &["link", "set", dev, "up"]);
-}
-
-fn nft_in(ns: &str, script: &str) {
-    use std::io::Write;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .expect("write the ruleset");
-    assert!(child.wait().expect("nft").success(), "nft refused {script}");
-}
 
 struct Topo {
     tag: String,
@@ -225,13 +134,7 @@ impl Topo {
     }
 
     fn echo_server(&self) -> Proc {
-        let script = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = self.client_address[0].encode()\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    def log_message(self, *a): pass\nhttp.server.ThreadingHTTPServer(('0.0.0.0', 8000), H).serve_forever()\n";
-        let p = Proc(
-            Command::new("ip")
-                .args(["netns", "exec", &self.inet, "python3", "-c", script])
-                .spawn()
-                .expect("start the echo server"),
-        );
+        let p = echo_server(&self.inet);
         wait_until(
             "the echo server never listened",
             Duration::from_secs(10),
@@ -400,7 +303,7 @@ fn sim(path: &Path, seed: u64) -> SimModem {
 
 #[test]
 fn each_agent_leaves_by_its_own_dongle_only_through_toggles_and_link_loss() {
-    require_root();
+    require_root(&["ip", "nft", "curl", "python3", "wireguard-go", "wg"]);
     let dir = tempfile::tempdir().expect("a temp dir");
     let t = Topo::new();
     let _echo = t.echo_server();
@@ -433,10 +336,7 @@ fn each_agent_leaves_by_its_own_dongle_only_through_toggles_and_link_loss() {
 
     // edgeward in-process, in the box namespace.
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let boxns = t.boxns.clone();
-    let server = std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/var/run/netns/{boxns}")).expect("the netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter it");
+    let server = in_netns(&t.boxns, move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -12,10 +12,17 @@
 //!
 //! Needs root; every namespace and process it makes is removed by name or PID at the end.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::netns::{
+    addr_up, echo_server, in_netns, nft_in, require_root, run, sysctl, veth, wait_until,
+    Namespaces, Proc,
+};
 
 use edgeward::wg::egress::{DongleRoute, LinkState};
 use edgeward::wg::net;
@@ -23,76 +30,9 @@ use edgeward::wg::netlink::{EgressHandle, EgressService, HostLedger, MemoryLedge
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "the namespace tests need root (ip netns, nftables); CI runs them as root"
-    );
-    for tool in ["ip", "nft", "curl", "python3"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run a command")
-            .success();
-        assert!(found, "{tool} is missing (tests/run.sh installs it)");
-    }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run a command");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Runs `f` on a thread that has joined network namespace `ns` (and waits for it): sockets,
-/// threads and child processes it makes live there.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open a namespace file");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .expect("enter the namespace");
-        f()
-    })
-    .join()
-    .expect("the namespace thread")
-}
-
-/// Namespaces removed by name on drop.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// A child process killed by PID on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Runs `f` inside namespace `ns` and waits for its answer.
+fn joined_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    in_netns(ns, f).join().expect("the namespace thread")
 }
 
 struct Topo {
@@ -106,21 +46,6 @@ struct Topo {
     up: String,
     tun: String,
     _ns: Namespaces,
-}
-
-fn sysctl(ns: &str, kv: &str) {
-    run(&["ip", "netns", "exec", ns, "sysctl", "-qw", kv]);
-}
-
-fn veth(a: &str, a_ns: &str, b: &str, b_ns: &str) {
-    run(&[
-        "ip", "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns,
-    ]);
-}
-
-fn addr_up(ns: &str, dev: &str, addr: &str) {
-    run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
-    run(&["ip", "-n", ns, "link", "set", dev, "up"]);
 }
 
 impl Topo {
@@ -253,13 +178,7 @@ impl Topo {
     }
 
     fn echo_server(&self) -> Proc {
-        let script = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = self.client_address[0].encode()\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    def log_message(self, *a): pass\nhttp.server.HTTPServer(('0.0.0.0', 8000), H).serve_forever()\n";
-        let p = Proc(
-            Command::new("ip")
-                .args(["netns", "exec", &self.inet, "python3", "-c", script])
-                .spawn()
-                .expect("start the echo server"),
-        );
+        let p = echo_server(&self.inet);
         wait_until(
             "the echo server never listened",
             Duration::from_secs(10),
@@ -338,7 +257,7 @@ impl Topo {
     /// once the service has reconciled (the kernel reports what we wrote as we wrote it).
     fn pending(&self) -> Vec<edgeward::wg::egress::NetOp> {
         let (dongles, tun) = (self.dongles(), self.tun.clone());
-        in_netns(&self.boxns, move || {
+        joined_in(&self.boxns, move || {
             let netdevs: Vec<String> = dongles.iter().map(|d| d.netdev.clone()).collect();
             let view = Netlink::connect()
                 .expect("netlink")
@@ -352,26 +271,10 @@ impl Topo {
         let (dongles, tun) = (self.dongles(), self.tun.clone());
         let (_tx, rx) = tokio::sync::watch::channel(false);
         // The sender is dropped: `borrow()` keeps the last value (false), so no shutdown.
-        in_netns(&self.boxns, move || {
+        joined_in(&self.boxns, move || {
             EgressService::spawn(dongles, &tun, ledger, rx).expect("spawn the service")
         })
     }
-}
-
-fn nft_in(ns: &str, script: &str) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .expect("write the ruleset");
-    assert!(child.wait().expect("nft").success(), "nft refused {script}");
 }
 
 /// Packets from dongle 17's subnet that left the box by anything but the TUN stand-in,
@@ -399,12 +302,12 @@ fn reset_leak_counter(t: &Topo) {
 
 #[test]
 fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes() {
-    require_root();
+    require_root(&["ip", "nft", "curl", "python3"]);
     let t = Topo::new();
     let _echo = t.echo_server();
     let tun = t.tun.clone();
     let (ma, mb) = (t.ma.clone(), t.mb.clone());
-    in_netns(&t.boxns, move || {
+    joined_in(&t.boxns, move || {
         let dongles = [
             ("10.8.17.0/24".parse().unwrap(), ma.as_str()),
             ("10.8.18.0/24".parse().unwrap(), mb.as_str()),
@@ -562,7 +465,7 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
 
 #[test]
 fn the_applied_ruleset_clamps_tcp_mss_to_the_route_mtu() {
-    require_root();
+    require_root(&["ip", "nft", "curl", "python3"]);
     let name = format!(
         "eg{}m{}",
         std::process::id() % 10_000,
@@ -570,7 +473,7 @@ fn the_applied_ruleset_clamps_tcp_mss_to_the_route_mtu() {
     );
     run(&["ip", "netns", "add", &name]);
     let _ns = Namespaces(vec![name.clone()]);
-    in_netns(&name, || {
+    joined_in(&name, || {
         net::apply(&net::ruleset(&net::NatPlan {
             tun: "ew0",
             pools: &["10.8.0.0/24".parse().unwrap()],

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod config;
+pub mod netns;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
