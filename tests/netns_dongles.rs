@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use common::config::{text, TestConfig};
 use common::netns::{
-    addr_up, echo_server, in_netns, ip, nft_in, require_root, run, sysctl, veth, wait_until,
-    Namespaces, Proc,
+    addr_up, carrier, echo_server, in_netns, ip, nft_in, require_root, run, sysctl, veth,
+    wait_until, Namespaces, Proc,
 };
 use edgeward::app::{App, AppOptions};
 use edgeward::modem::sim::{LineEnding, SimConfig, SimModem};
@@ -73,29 +73,11 @@ impl Topo {
         sysctl(&boxns, "net.ipv4.conf.all.rp_filter=1");
         sysctl(&boxns, "net.ipv4.conf.default.rp_filter=1");
         let (ma, mb, up) = (name("mA"), name("mB"), name("up"));
-        for (carrier, modem, public, inet_side) in [
+        for (ns, modem, public, inet_side) in [
             (&ca, &ma, "192.0.2.17/30", "192.0.2.18"),
             (&cb, &mb, "192.0.2.21/30", "192.0.2.22"),
         ] {
-            let (c0, ci, ic) = (
-                format!("{carrier}0"),
-                format!("{carrier}i"),
-                format!("{carrier}x"),
-            );
-            veth(modem, &boxns, &c0, carrier);
-            veth(&ci, carrier, &ic, &inet);
-            addr_up(&boxns, modem, "192.168.8.100/24");
-            addr_up(carrier, &c0, "192.168.8.1/24");
-            addr_up(carrier, &ci, public);
-            addr_up(&inet, &ic, &format!("{inet_side}/30"));
-            ip(carrier, &["route", "add", "default", "via", inet_side]);
-            sysctl(carrier, "net.ipv4.ip_forward=1");
-            nft_in(
-                carrier,
-                &format!(
-                    "table ip carrier {{\n chain post {{\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname \"{ci}\" masquerade\n }}\n}}\n"
-                ),
-            );
+            carrier(&boxns, modem, ns, &inet, public, inet_side);
         }
         let iu = name("iu");
         veth(&up, &boxns, &iu, &inet);

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::netns::{
-    addr_up, echo_server, in_netns, nft_in, require_root, run, sysctl, veth, wait_until,
+    addr_up, carrier, echo_server, in_netns, nft_in, require_root, run, sysctl, veth, wait_until,
     Namespaces, Proc,
 };
 
@@ -78,29 +78,11 @@ impl Topo {
         sysctl(&boxns, "net.ipv4.ip_forward=1");
         let (ma, mb, up, tun) = (name("mA"), name("mB"), name("up"), name("tb"));
         // Carriers: the same modem-side subnet, NAT to their own public address.
-        for (carrier, modem, public, inet_side) in [
+        for (ns, modem, public, inet_side) in [
             (&ca, &ma, "192.0.2.17/30", "192.0.2.18"),
             (&cb, &mb, "192.0.2.21/30", "192.0.2.22"),
         ] {
-            let (c0, ci, ic) = (
-                format!("{carrier}0"),
-                format!("{carrier}i"),
-                format!("{carrier}x"),
-            );
-            veth(modem, &boxns, &c0, carrier);
-            veth(&ci, carrier, &ic, &inet);
-            addr_up(&boxns, modem, "192.168.8.100/24");
-            addr_up(carrier, &c0, "192.168.8.1/24");
-            addr_up(carrier, &ci, public);
-            addr_up(&inet, &ic, &format!("{inet_side}/30"));
-            run(&[
-                "ip", "-n", carrier, "route", "add", "default", "via", inet_side,
-            ]);
-            sysctl(carrier, "net.ipv4.ip_forward=1");
-            let nat = format!(
-                "table ip carrier {{\n chain post {{\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname \"{ci}\" masquerade\n }}\n}}\n"
-            );
-            nft_in(carrier, &nat);
+            carrier(&boxns, modem, ns, &inet, public, inet_side);
         }
         // The box's wired uplink: its main default route.
         let i0 = name("iu");

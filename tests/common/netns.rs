@@ -143,3 +143,28 @@ pub fn echo_server(ns: &str) -> Proc {
             .expect("start the echo server"),
     )
 }
+
+/// A "carrier" namespace behind a modem: `modem` (in `boxns`) gets 192.168.8.100/24 — the
+/// factory subnet every HiLink-style stick hands out — facing the carrier at 192.168.8.1,
+/// which NATs to `public` (a /30 whose other end, `inet_side`, is in `inet`).
+pub fn carrier(boxns: &str, modem: &str, carrier: &str, inet: &str, public: &str, inet_side: &str) {
+    let (c0, ci, ic) = (
+        format!("{carrier}0"),
+        format!("{carrier}i"),
+        format!("{carrier}x"),
+    );
+    veth(modem, boxns, &c0, carrier);
+    veth(&ci, carrier, &ic, inet);
+    addr_up(boxns, modem, "192.168.8.100/24");
+    addr_up(carrier, &c0, "192.168.8.1/24");
+    addr_up(carrier, &ci, public);
+    addr_up(inet, &ic, &format!("{inet_side}/30"));
+    ip(carrier, &["route", "add", "default", "via", inet_side]);
+    sysctl(carrier, "net.ipv4.ip_forward=1");
+    nft_in(
+        carrier,
+        &format!(
+            "table ip carrier {{\n chain post {{\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname \"{ci}\" masquerade\n }}\n}}\n"
+        ),
+    );
+}
