@@ -306,23 +306,15 @@ impl LeaseBook {
         let id = self.next_id;
         self.next_id += 1;
         pool.slots[slot] = Some(id);
-        let public_key = client_key.public_key();
-        let lease = LeaseRecord {
+        let lease = LeaseRecord::new(
             id,
-            exit: pool.exit_id.clone(),
-            address: pool.slot_address(slot),
-            private_key: client_key.clone(),
-            public_key,
+            pool.exit_id.clone(),
+            pool.slot_address(slot),
+            client_key,
             holder,
-            allocated_at: now,
-            last_heartbeat: None,
-            last_handshake: None,
-            rx_bytes: 0,
-            tx_bytes: 0,
-            toggles: 0,
-            toggle_failures: 0,
-        };
-        self.by_public_key.insert(public_key, id);
+            now,
+        );
+        self.by_public_key.insert(lease.public_key, id);
         self.leases.insert(id, (Place::Pool(pi), lease.clone()));
         Ok(lease)
     }
@@ -368,23 +360,16 @@ impl LeaseBook {
         }
         self.next_id += 1;
         let exit = self.shelf.get(n).ok_or(NoDongle)?;
-        let lease = LeaseRecord {
+        let lease = LeaseRecord::new(
             id,
-            exit: exit.exit_id.clone(),
-            address: exit.client_address(),
-            private_key: client_key.clone(),
-            public_key: client_key.public_key(),
-            holder: Holder::Agent {
+            exit.exit_id.clone(),
+            exit.client_address(),
+            client_key,
+            Holder::Agent {
                 id: agent.to_owned(),
             },
-            allocated_at: now,
-            last_heartbeat: None,
-            last_handshake: None,
-            rx_bytes: 0,
-            tx_bytes: 0,
-            toggles: 0,
-            toggle_failures: 0,
-        };
+            now,
+        );
         let grant = DongleGrant {
             lease: lease.clone(),
             number: n,

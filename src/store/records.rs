@@ -133,6 +133,32 @@ pub struct EndedLease {
 }
 
 impl LeaseRecord {
+    /// A lease starting at `now` with the fresh key pair `client_key`, nothing observed yet.
+    pub fn new(
+        id: LeaseId,
+        exit: String,
+        address: Ipv4Addr,
+        client_key: &PrivateKey,
+        holder: Holder,
+        now: UnixMillis,
+    ) -> Self {
+        Self {
+            id,
+            exit,
+            address,
+            private_key: client_key.clone(),
+            public_key: client_key.public_key(),
+            holder,
+            allocated_at: now,
+            last_heartbeat: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            toggles: 0,
+            toggle_failures: 0,
+        }
+    }
+
     /// The latest moment anything showed the lease is in use.
     pub fn last_activity(&self) -> UnixMillis {
         [self.last_heartbeat, self.last_handshake]
