@@ -276,28 +276,22 @@ fn segments(path: &str) -> Vec<&str> {
 
 /// The captures when `segments` fit `pattern`.
 fn capture(pattern: &'static str, segments: &[&str]) -> Option<Params> {
-    let parts = segments_static(pattern);
-    if parts.len() != segments.len() {
-        return None;
-    }
+    let mut parts = pattern_parts(pattern);
     let mut params = Params::default();
-    for (part, seg) in parts.into_iter().zip(segments) {
+    for seg in segments {
+        let part = parts.next()?;
         match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
             Some(name) => params.0.push((name, (*seg).to_owned())),
             None if part == *seg => {}
             None => return None,
         }
     }
-    Some(params)
+    parts.next().is_none().then_some(params)
 }
 
-fn segments_static(pattern: &'static str) -> Vec<&'static str> {
-    let trimmed = pattern.strip_prefix('/').unwrap_or(pattern);
-    if trimmed.is_empty() {
-        Vec::new()
-    } else {
-        trimmed.split('/').collect()
-    }
+/// A pattern's segments, without allocating (patterns have no empty segments; `/` has none).
+fn pattern_parts(pattern: &'static str) -> impl Iterator<Item = &'static str> {
+    pattern.split('/').filter(|p| !p.is_empty())
 }
 
 /// An unknown path answers in the family of the routes sharing its longest literal prefix
@@ -305,10 +299,9 @@ fn segments_static(pattern: &'static str) -> Vec<&'static str> {
 fn family_by_prefix(routes: &[Route], segments: &[&str]) -> Family {
     let mut best = (0, Family::Public);
     for route in routes {
-        let shared = segments_static(route.pattern)
-            .iter()
+        let shared = pattern_parts(route.pattern)
             .zip(segments)
-            .take_while(|(p, s)| !p.starts_with('{') && p == s)
+            .take_while(|(p, s)| !p.starts_with('{') && p == *s)
             .count();
         if shared > best.0 {
             best = (shared, route.family);
