@@ -238,10 +238,7 @@ impl DongleHealth for FleetHealth {
         let Some(modems) = self.modems.get() else {
             return false;
         };
-        modems
-            .status(u32::from(number))
-            .is_some_and(|s| s.is_ready())
-            && self.egress_ok(number)
+        modems.is_ready(u32::from(number)) && self.egress_ok(number)
     }
 }
 

@@ -198,6 +198,14 @@ impl ModemHandle {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    /// [`ModemStatus::is_ready`] without copying the status (asked on every allocate).
+    pub fn is_ready(&self) -> bool {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_ready()
+    }
 }
 
 /// Starts the actor for `spec`; it runs until `shutdown` turns true.

@@ -92,6 +92,11 @@ impl ModemService {
         self.modems.get(&number).map(ModemHandle::status)
     }
 
+    /// Is modem `number` ready to carry a dongle lease (see [`ModemStatus::is_ready`])?
+    pub fn is_ready(&self, number: u32) -> bool {
+        self.modems.get(&number).is_some_and(ModemHandle::is_ready)
+    }
+
     pub fn list(&self) -> Vec<ModemStatus> {
         self.modems.values().map(ModemHandle::status).collect()
     }
