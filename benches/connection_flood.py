@@ -78,29 +78,40 @@ listen_port = 0
                 time.sleep(0.05)
         time.sleep(0.5)
         idle = rss_kb(proc.pid)
-        flood = []
-        for _ in range(count):
-            s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(b"GET /vpn_api/status HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * 2000)
-            flood.append(s)
-        time.sleep(1)
-        during = rss_kb(proc.pid)
-        started = time.time()
-        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
-        extra.sendall(b"GET /vpn_api/list HTTP/1.1\r\nhost: x\r\n\r\n")
-        answer = extra.recv(4096)
-        waited = time.time() - started
-        extra.close()
-        turned_away = answer.startswith(b"HTTP/1.1 503") and waited < 1.0
-        for s in flood:
-            s.close()
-        time.sleep(11)  # the header-read timeout ends connections that were mid-request
-        after = rss_kb(proc.pid)
-        print(
-            f"connections {count}: idle {idle / 1024:.1f} MB, during {during / 1024:.1f} MB "
-            f"({(during - idle) / count:.1f} KB each), after {after / 1024:.1f} MB; "
-            f"over the limit: {answer[:12].decode(errors='replace')!r} after {waited * 1000:.0f} ms"
-        )
+        # The flood must be in place well inside the server's 10 s header-read timeout, or
+        # the first connections are (rightly) ended before the check: on a machine that was
+        # too slow for that, the flood is measured once more and said so.
+        for attempt in (1, 2):
+            flood = []
+            opened = time.time()
+            for _ in range(count):
+                s = socket.create_connection(("127.0.0.1", port))
+                s.sendall(b"GET /vpn_api/status HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * 2000)
+                flood.append(s)
+            took = time.time() - opened
+            time.sleep(1)
+            during = rss_kb(proc.pid)
+            started = time.time()
+            extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+            extra.sendall(b"GET /vpn_api/list HTTP/1.1\r\nhost: x\r\n\r\n")
+            answer = extra.recv(4096)
+            waited = time.time() - started
+            extra.close()
+            in_time = time.time() - opened < 8.0
+            turned_away = answer.startswith(b"HTTP/1.1 503") and waited < 1.0
+            for s in flood:
+                s.close()
+            time.sleep(11)  # the header-read timeout ends connections that were mid-request
+            after = rss_kb(proc.pid)
+            print(
+                f"connections {count} (opened in {took:.1f} s): idle {idle / 1024:.1f} MB, "
+                f"during {during / 1024:.1f} MB ({(during - idle) / count:.1f} KB each), "
+                f"after {after / 1024:.1f} MB; over the limit: "
+                f"{answer[:12].decode(errors='replace')!r} after {waited * 1000:.0f} ms"
+            )
+            if turned_away or in_time:
+                break
+            print("the flood took too long for the header-read timeout: once more")
         if not turned_away:
             print("FAIL: the client over the limit was not answered 503 at once")
             ok = False

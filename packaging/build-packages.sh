@@ -38,7 +38,7 @@ done
 version=$(cargo metadata --no-deps --format-version 1 --locked |
     python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="edgeward"))')
 mkdir -p dist
-expect=(usr/bin/edgeward etc/edgeward/edgeward.toml usr/lib/systemd/system/edgeward.service usr/share/doc/edgeward/README.md)
+expect=(usr/bin/edgeward etc/edgeward/edgeward.toml usr/lib/systemd/system/edgeward.service usr/share/doc/edgeward/README.md usr/lib/udev/rules.d/60-edgeward-usb.rules)
 
 fail() { echo "build-packages: $*" >&2; exit 1; }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use edgeward::app::{App, AppOptions};
 use edgeward::config::{Config, DEFAULT_CONFIG_PATH, ENV_LOG};
+use edgeward::control::{self, Reply, Request};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +42,55 @@ enum Command {
         #[arg(long)]
         tun: Option<String>,
     },
+    /// Manage accounts (on a running server through its control socket, else on the store).
+    User {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Accounts' signing keys.
+    Auth {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: AuthAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create an (approved) user; the password is asked for, or read from stdin.
+    Add {
+        username: String,
+        #[arg(long, default_value = "user")]
+        role: String,
+        #[arg(long, default_value = "")]
+        email: String,
+        /// Read the password from the first line of stdin instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password.
+    Passwd {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List every user.
+    List,
+    /// Approve a registered user.
+    Approve { username: String },
+    /// Give a user a role (its default permissions come with it).
+    Role { username: String, role: String },
+    /// Delete a user (never the last admin).
+    Delete { username: String },
+}
+
+#[derive(Subcommand)]
+enum AuthAction {
+    /// New access-token signing key: tokens signed before are refused.
+    RotateKey,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +102,13 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|c| run(c, AppOptions::default(), None)),
         Command::Demo { listen, tun } => demo(listen, tun),
+        Command::User { config, action } => {
+            user_request(action).and_then(|request| control(&config, request))
+        }
+        Command::Auth {
+            config,
+            action: AuthAction::RotateKey,
+        } => control(&config, Request::AuthRotateKey),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,4 +204,70 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+fn user_request(action: UserAction) -> anyhow::Result<Request> {
+    Ok(match action {
+        UserAction::Add {
+            username,
+            role,
+            email,
+            password_stdin,
+        } => Request::UserAdd {
+            password: password(password_stdin)?,
+            username,
+            email,
+            role,
+        },
+        UserAction::Passwd {
+            username,
+            password_stdin,
+        } => Request::UserPasswd {
+            password: password(password_stdin)?,
+            username,
+        },
+        UserAction::List => Request::UserList,
+        UserAction::Approve { username } => Request::UserApprove { username },
+        UserAction::Role { username, role } => Request::UserRole { username, role },
+        UserAction::Delete { username } => Request::UserDelete { username },
+    })
+}
+
+/// The new password: the first line of stdin, or asked twice on the terminal without echo.
+fn password(from_stdin: bool) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        anyhow::ensure!(!line.is_empty(), "no password on stdin");
+        return Ok(line);
+    }
+    let first = edgeward::control::prompt_hidden("password: ")?;
+    let second = edgeward::control::prompt_hidden("again: ")?;
+    anyhow::ensure!(first == second, "the two passwords differ");
+    Ok(first)
+}
+
+#[allow(clippy::print_stdout)]
+fn control(config: &std::path::Path, request: Request) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reply: Reply = runtime.block_on(control::run_local(&config, request))?;
+    for user in &reply.users {
+        println!(
+            "{:>4}  {:<20} {:<9} {:<8} {:<6} {}",
+            user.id,
+            user.username,
+            user.role,
+            if user.approved { "approved" } else { "pending" },
+            if user.active { "active" } else { "off" },
+            user.permissions.join(",")
+        );
+    }
+    anyhow::ensure!(reply.ok, "{}", reply.message);
+    println!("{}", reply.message);
+    Ok(())
 }

@@ -46,6 +46,19 @@ pub struct DongleGauge {
     pub toggle_failures: u64,
 }
 
+/// The modems' recovery numbers, as their healer reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryGauge {
+    /// (step, result, steps taken, milliseconds spent) for every step and result label.
+    pub steps: Vec<(&'static str, &'static str, u64, u64)>,
+    /// Modems in a recovery now.
+    pub recovering: u64,
+    /// Modems failing their health probe now (as the breaker counts them).
+    pub failing: u64,
+    pub breaker_open: bool,
+    pub breaker_trips: u64,
+}
+
 /// The data plane's numbers, as its owner reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DataPlaneGauge {
@@ -227,6 +240,67 @@ impl Metrics {
         out
     }
 
+    /// The self-healing series: recovery steps by step and result (how many, how long),
+    /// modems recovering and failing, the fleet-wide breaker.
+    pub fn render_recovery(g: &RecoveryGauge) -> String {
+        let mut out = String::new();
+        header(
+            &mut out,
+            "edgeward_recovery_steps_total",
+            "Modem recovery steps taken since start, by step and result (skipped: could not be taken).",
+            "counter",
+        );
+        for (step, result, n, _) in &g.steps {
+            let _ = writeln!(
+                out,
+                "edgeward_recovery_steps_total{{step=\"{step}\",result=\"{result}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "edgeward_recovery_step_seconds_total",
+            "Time spent in modem recovery steps since start, by step and result.",
+            "counter",
+        );
+        for (step, result, _, ms) in &g.steps {
+            let _ = writeln!(
+                out,
+                "edgeward_recovery_step_seconds_total{{step=\"{step}\",result=\"{result}\"}} {}.{:03}",
+                ms / 1000,
+                ms % 1000
+            );
+        }
+        sample(
+            &mut out,
+            "edgeward_modems_recovering",
+            "Modems with a recovery under way.",
+            "gauge",
+            g.recovering,
+        );
+        sample(
+            &mut out,
+            "edgeward_modems_failing",
+            "Modems failing their health probe.",
+            "gauge",
+            g.failing,
+        );
+        sample(
+            &mut out,
+            "edgeward_recovery_breaker_open",
+            "1 while most modems fail at once and recoveries are held back.",
+            "gauge",
+            u64::from(g.breaker_open),
+        );
+        sample(
+            &mut out,
+            "edgeward_recovery_breaker_trips_total",
+            "Times the fleet-wide recovery breaker opened since start.",
+            "counter",
+            g.breaker_trips,
+        );
+        out
+    }
+
     /// The data plane's counters (handshakes, sessions, bytes, drops by reason).
     pub fn render_data_plane(plane: &DataPlaneGauge) -> String {
         let mut out = String::new();
@@ -375,5 +449,38 @@ mod tests {
             wg.contains("# TYPE edgeward_wg_peers gauge\nedgeward_wg_peers 0"),
             "{wg}"
         );
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::*;
+
+    #[test]
+    fn recovery_series_render_per_step_and_result() {
+        let g = RecoveryGauge {
+            steps: vec![
+                ("reboot", "failed", 2, 1500),
+                ("usb_rebind", "skipped", 1, 3),
+            ],
+            recovering: 1,
+            failing: 3,
+            breaker_open: true,
+            breaker_trips: 1,
+        };
+        let text = Metrics::render_recovery(&g);
+        for line in [
+            "edgeward_recovery_steps_total{step=\"reboot\",result=\"failed\"} 2",
+            "edgeward_recovery_steps_total{step=\"usb_rebind\",result=\"skipped\"} 1",
+            "edgeward_recovery_step_seconds_total{step=\"reboot\",result=\"failed\"} 1.500",
+            "edgeward_recovery_step_seconds_total{step=\"usb_rebind\",result=\"skipped\"} 0.003",
+            "edgeward_modems_recovering 1",
+            "edgeward_modems_failing 3",
+            "edgeward_recovery_breaker_open 1",
+            "edgeward_recovery_breaker_trips_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert!(text.contains("# TYPE edgeward_modems_recovering gauge"));
     }
 }

@@ -212,3 +212,67 @@ fn environment_overrides_are_range_checked_too() {
     assert!(!out.status.success());
     assert_eq!(named_keys(&err), ["dongle.toggle_timeout"], "{err}");
 }
+
+// --- HiLink sticks (issue 9) ---
+
+#[test]
+fn check_config_takes_a_hilink_stick_without_a_port_and_names_every_misused_key() {
+    let good = check(
+        &format!(
+            "{HEAD}[[modem]]\nnumber = 18\nprofile = \"hilink\"\nnetdev = \"enx0c5b8f279a64\"\nhilink_password = \"hunter2\"\n"
+        ),
+        &[],
+    );
+    assert!(good.ok, "refused: {}", good.stderr);
+    assert!(!good.stderr.contains("hunter2"), "{}", good.stderr);
+    let bad = check(
+        &format!(
+            "{HEAD}[[modem]]\nnumber = 18\nprofile = \"hilink\"\nnetdev = \"e1\"\nport = \"/dev/ttyUSB0\"\nhilink_url = \"192.168.8.1\"\n\
+             [[modem]]\nnumber = 19\nport = \"/dev/a\"\nprofile = \"quectel\"\nnetdev = \"w\"\nhilink_username = \"admin\"\n"
+        ),
+        &[],
+    );
+    assert!(!bad.ok);
+    assert_eq!(
+        named_keys(&bad.stderr),
+        [
+            "modem[0].port",
+            "modem[0].hilink_url",
+            "modem[1].hilink_username"
+        ],
+        "{}",
+        bad.stderr
+    );
+    assert!(bad.stderr.contains("no AT port"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("http://192.168.8.1"), "{}", bad.stderr);
+}
+// --- end HiLink ---
+
+#[test]
+fn the_admin_password_comes_from_the_environment_too() {
+    let c = check(HEAD, &[("EDGEWARD_AUTH__ADMIN_PASSWORD", "short")]);
+    assert!(!c.ok, "accepted: {}", c.stderr);
+    let line = c
+        .stderr
+        .lines()
+        .find(|l| l.contains("auth.admin_password"))
+        .unwrap_or_else(|| panic!("{}", c.stderr));
+    assert!(line.contains("at least 8 characters"), "{line}");
+    let c = check(
+        HEAD,
+        &[("EDGEWARD_AUTH__ADMIN_PASSWORD", "a long enough one")],
+    );
+    assert!(c.ok, "{}", c.stderr);
+    let c = check(
+        &format!("{HEAD}[auth]\nrefresh_grace = \"2m\"\n"),
+        &[("EDGEWARD_AUTH__LOCKOUT_AFTER", "0")],
+    );
+    let mut keys = named_keys(&c.stderr);
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["auth.lockout_after", "auth.refresh_grace"],
+        "{}",
+        c.stderr
+    );
+}

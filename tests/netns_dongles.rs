@@ -11,8 +11,11 @@
 //!                                   198.51.100.1     └ up 203.0.113.1 (the box's main default route) ─────────────────┘
 //! ```
 //!
-//! The modems are PTY simulators in this process. Needs root; every namespace and process it
-//! makes is removed by name or PID at the end.
+//! The modems are PTY simulators in this process; in the second test they are simulated HiLink
+//! sticks instead, each serving 192.168.8.1 inside its carrier namespace, so both sticks share
+//! one subnet, one gateway address and one host address, and edgeward tells them apart only by
+//! the interface each request leaves through. Needs root; every namespace and process it makes
+//! is removed by name or PID at the end.
 
 mod common;
 
@@ -23,10 +26,11 @@ use std::time::Duration;
 
 use common::config::{text, TestConfig};
 use common::netns::{
-    addr_up, carrier, echo_server, in_netns, ip, nft_in, require_root, run, sysctl, veth,
-    wait_until, Namespaces, Proc,
+    addr_up, carrier, echo_server, hilink_stick, in_netns, ip, nft_in, require_root, run, sysctl,
+    veth, wait_until, Namespaces, Proc,
 };
 use edgeward::app::{App, AppOptions};
+use edgeward::modem::sim::hilink::StickConfig;
 use edgeward::modem::sim::{LineEnding, SimConfig, SimModem};
 use serde_json::Value;
 
@@ -36,6 +40,7 @@ struct Topo {
     tag: String,
     boxns: String,
     agents: [String; 2],
+    carriers: [String; 2],
     inet: String,
     ma: String,
     mb: String,
@@ -105,6 +110,7 @@ impl Topo {
         Topo {
             boxns,
             agents,
+            carriers: [ca, cb],
             inet,
             ma,
             mb,
@@ -512,4 +518,489 @@ fn each_agent_leaves_by_its_own_dongle_only_through_toggles_and_link_loss() {
     let tables = run(&["ip", "netns", "exec", &t.boxns, "nft", "list", "tables"]);
     assert!(!tables.contains("inet edgeward"), "{tables}");
     drop(sims);
+}
+
+/// edgeward in-process in the box namespace; stops when the sender is used or dropped.
+fn start_edgeward(
+    t: &Topo,
+    config: std::path::PathBuf,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let server = in_netns(&t.boxns, move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            let config = edgeward::config::Config::load(&config).expect("the config");
+            let options = AppOptions {
+                modem_time_scale: 0.05,
+                sweep_every: Some(Duration::from_millis(200)),
+                ..AppOptions::default()
+            };
+            let app = App::start(config, options).await.expect("edgeward starts");
+            let _ = tokio::task::spawn_blocking(move || stopped.recv()).await;
+            app.shutdown().await;
+        })
+    });
+    (stop, server)
+}
+
+#[test]
+fn agents_on_two_hilink_sticks_on_one_subnet_leave_through_their_own_and_toggle_only_theirs() {
+    require_root(&["ip", "nft", "curl", "python3", "wireguard-go", "wg"]);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let t = Topo::new();
+    let _echo = t.echo_server();
+    let stick = |ns: &str, seed: u64, first: u8| {
+        hilink_stick(
+            ns,
+            StickConfig {
+                password: Some("pw".into()),
+                initial_ip: std::net::Ipv4Addr::new(10, 61, first, 10),
+                reattach: std::time::Duration::from_millis(200),
+                reboot_downtime: Duration::from_millis(400),
+                wan_ip_in_status: seed == 17,
+                seed,
+                ..StickConfig::default()
+            },
+        )
+    };
+    let sims = [stick(&t.carriers[0], 17, 17), stick(&t.carriers[1], 18, 18)];
+    // Both sticks at the factory address, reached only through their own interface; no
+    // `port`, no `gateway` (the stick's address is the next hop).
+    let config = TestConfig::bare()
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+        .store(&dir.path().join("store.redb"))
+        .wg_port(55555)
+        .set("wireguard", "endpoint_host", text("198.51.100.1"))
+        .set("wireguard", "tun", text(&t.tun))
+        .set("wireguard", "dns", "[]")
+        .modem(
+            17,
+            Path::new(""),
+            "hilink",
+            &t.ma,
+            &[("hilink_password", text("pw"))],
+        )
+        .modem(
+            18,
+            Path::new(""),
+            "hilink",
+            &t.mb,
+            &[("hilink_password", text("pw"))],
+        )
+        .write(dir.path());
+    let (stop, server) = start_edgeward(&t, config);
+    let modem = |n: u32| t.api("GET", &format!("/api/modems/{n}"), None);
+    let healthy = |n: u64| {
+        t.api("GET", "/api/dongles", None)["dongles"]
+            .as_array()
+            .is_some_and(|ds| ds.iter().any(|d| d["dongle"] == n && d["healthy"] == true))
+    };
+    wait_until(
+        "the HiLink dongles never became healthy",
+        Duration::from_secs(20),
+        || {
+            Command::new("ip")
+                .args(["netns", "exec", &t.boxns, "curl", "-s", "-o", "/dev/null"])
+                .arg("http://127.0.0.1:8080/api/health")
+                .status()
+                .is_ok_and(|s| s.success())
+                && healthy(17)
+                && healthy(18)
+        },
+    );
+    // Each interface reached its own stick: identities and addresses do not cross.
+    for (n, sim) in [(17u32, &sims[0]), (18, &sims[1])] {
+        let m = modem(n);
+        assert!(
+            m["imei"]
+                .as_str()
+                .is_some_and(|i| i.ends_with(&format!("{n:07}"))),
+            "{m}"
+        );
+        assert_eq!(m["ip"], sim.wan_ip().expect("attached").to_string(), "{m}");
+    }
+
+    let a = t.api(
+        "POST",
+        "/dongle/allocate",
+        Some(r#"{"agent_id":"agent-A"}"#),
+    );
+    let b = t.api(
+        "POST",
+        "/dongle/allocate",
+        Some(r#"{"agent_id":"agent-B"}"#),
+    );
+    assert_eq!(a["success"], true, "{a}");
+    assert_eq!(b["success"], true, "{b}");
+    let (da, db) = (&a["dongle"], &b["dongle"]);
+    let (first, second) = if da["dongle"] == 17 { (0, 1) } else { (1, 0) };
+    let _wa = WgAgent::new(&t, 0, da, dir.path());
+    let _wb = WgAgent::new(&t, 1, db, dir.path());
+    wait_until(
+        "the agent on HiLink dongle 17 never got out",
+        Duration::from_secs(15),
+        || t.seen_from_agent(first).as_deref() == Some("192.0.2.17"),
+    );
+    wait_until(
+        "the agent on HiLink dongle 18 never got out",
+        Duration::from_secs(15),
+        || t.seen_from_agent(second).as_deref() == Some("192.0.2.21"),
+    );
+
+    // Toggled one after the other: only the stick asked re-attaches.
+    let before = [sims[0].stats().reattaches, sims[1].stats().reattaches];
+    let r = t.api("GET", "/toggle/17", None);
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(r["step"], "network mode", "{r}");
+    assert_eq!(r["ip"], sims[0].wan_ip().expect("attached").to_string());
+    assert_eq!(sims[0].stats().reattaches, before[0] + 1);
+    assert_eq!(
+        sims[1].stats().reattaches,
+        before[1],
+        "stick 18 was left alone"
+    );
+    assert_eq!((sims[0].mode(), sims[1].mode()), ("03".into(), "00".into()));
+    // The agents' sessions carry on through their own sticks.
+    assert_eq!(t.seen_from_agent(first).as_deref(), Some("192.0.2.17"));
+    assert_eq!(t.seen_from_agent(second).as_deref(), Some("192.0.2.21"));
+
+    // Stick 18's mode flip does nothing: the toggle climbs until its address changes.
+    sims[1].set_knobs(|k| k.stuck_mode = true);
+    let r = t.api("GET", "/toggle/18", None);
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(r["step"], "mobile data", "{r}");
+    assert_eq!(sims[1].stats().reattaches, before[1] + 1);
+    assert_eq!(
+        sims[0].stats().reattaches,
+        before[0] + 1,
+        "stick 17 was left alone"
+    );
+    assert_eq!(t.seen_from_agent(second).as_deref(), Some("192.0.2.21"));
+    assert_eq!(t.seen_from_agent(first).as_deref(), Some("192.0.2.17"));
+
+    stop.send(()).expect("stop edgeward");
+    server.join().expect("edgeward stopped");
+    drop(sims);
+}
+
+#[test]
+fn with_ip_check_url_a_hilink_toggle_needs_the_public_address_to_change_not_just_the_wan() {
+    require_root(&["ip", "nft", "curl", "python3"]);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let t = Topo::new();
+    let _echo = t.echo_server();
+    let sim = hilink_stick(
+        &t.carriers[0],
+        StickConfig {
+            reattach: Duration::from_millis(200),
+            reboot_downtime: Duration::from_millis(400),
+            seed: 17,
+            ..StickConfig::default()
+        },
+    );
+    // The carrier's NAT keeps 192.0.2.17 whatever the stick's WAN address: sticky CGNAT.
+    let config = TestConfig::bare()
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+        .store(&dir.path().join("store.redb"))
+        .wg_port(55555)
+        .set("wireguard", "endpoint_host", text("198.51.100.1"))
+        // The egress (its `oif` rule and table) is what carries edgeward's own bound sockets
+        // past the stick.
+        .set("wireguard", "tun", text(&t.tun))
+        .set("wireguard", "dns", "[]")
+        .set("dongle", "toggle_timeout", text("20s"))
+        .modem(
+            17,
+            Path::new(""),
+            "hilink",
+            &t.ma,
+            &[("ip_check_url", text("http://203.0.113.2:8000/"))],
+        )
+        .write(dir.path());
+    let (stop, server) = start_edgeward(&t, config);
+    wait_until(
+        "the public address never showed",
+        Duration::from_secs(20),
+        || {
+            Command::new("ip")
+                .args(["netns", "exec", &t.boxns, "curl", "-s", "-o", "/dev/null"])
+                .arg("http://127.0.0.1:8080/api/health")
+                .status()
+                .is_ok_and(|s| s.success())
+                && t.api("GET", "/api/modems/17", None)["port_state"] == "open"
+        },
+    );
+    let r = t.api("GET", "/toggle/17", None);
+    assert_eq!(r["success"], false, "{r}");
+    let reason = r["reason"].as_str().expect("a reason");
+    assert!(
+        reason.contains("address unchanged after network mode"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("address unchanged after reboot"),
+        "{reason}"
+    );
+    assert!(
+        sim.stats().reattaches >= 3,
+        "the stick's WAN address did change: {:?}",
+        sim.stats()
+    );
+    let m = t.api("GET", "/api/modems/17", None);
+    assert_eq!(
+        m["ip"], "192.0.2.17",
+        "the public address, read through the stick: {m}"
+    );
+    stop.send(()).expect("stop edgeward");
+    server.join().expect("edgeward stopped");
+}
+
+/// Self-healing identity (issue 9) carried into the egress: a HiLink stick configured by its USB
+/// path alone is not plugged in at start (its dongle has nothing but the kill switch); it
+/// appears as `wwan0` and its agent leaves through it; then it re-enumerates — the interface is
+/// deleted and the same stick comes back as `wwan1` (a new veth, a new ifindex, the fake sysfs
+/// tree naming it under the same USB path) — and the agent's traffic follows to `wwan1` and
+/// leaves through it only: dropped while the stick is away, never by the uplink. A clean stop
+/// leaves no rule, route, nftables table or loosened rp_filter behind.
+#[test]
+fn a_re_enumerated_stick_takes_its_dongles_egress_to_its_new_interface_name() {
+    use edgeward::modem::usb::fake::{FakeDevice, FakeSysfs};
+    require_root(&["ip", "nft", "curl", "python3", "wireguard-go", "wg"]);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let t = Topo::new();
+    let _echo = t.echo_server();
+    let ca = &t.carriers[0];
+    // The stick's web API binds 192.168.8.1 in carrier A while mA still has it; then the stick
+    // is "unplugged" (its veth pair deleted): the listener stays for when it comes back.
+    let stick = hilink_stick(
+        ca,
+        StickConfig {
+            reattach: Duration::from_millis(200),
+            reboot_downtime: Duration::from_millis(400),
+            seed: 17,
+            ..StickConfig::default()
+        },
+    );
+    ip(&t.boxns, &["link", "del", &t.ma]);
+    let plug_in = |name: &str| {
+        veth(name, &t.boxns, &format!("{ca}0"), ca);
+        addr_up(&t.boxns, name, "192.168.8.100/24");
+        addr_up(ca, &format!("{ca}0"), "192.168.8.1/24");
+    };
+    let fake = FakeSysfs::new(&dir.path().join("sys")).expect("a fake sysfs tree");
+    let config = TestConfig::bare()
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+        .store(&dir.path().join("store.redb"))
+        .wg_port(55555)
+        .set("wireguard", "endpoint_host", text("198.51.100.1"))
+        .set("wireguard", "tun", text(&t.tun))
+        .set("wireguard", "dns", "[]")
+        .set(
+            "dongle",
+            "sysfs_root",
+            text(fake.root().display().to_string()),
+        )
+        // The healer stays out of it: this is about names, not recovery.
+        .set("dongle", "probe_every", text("1h"))
+        .set("dongle", "failures_before_recovery", "100".to_owned())
+        .modem(
+            17,
+            Path::new(""),
+            "hilink",
+            "",
+            &[("usb_path", text("1-1"))],
+        )
+        .write(dir.path());
+    let (stop, server) = start_edgeward(&t, config);
+    let dongle = || {
+        t.api("GET", "/api/dongles", None)["dongles"]
+            .as_array()
+            .and_then(|ds| ds.iter().find(|d| d["dongle"] == 17).cloned())
+            .unwrap_or(Value::Null)
+    };
+    wait_until("edgeward never answered", Duration::from_secs(20), || {
+        Command::new("ip")
+            .args(["netns", "exec", &t.boxns, "curl", "-s", "-o", "/dev/null"])
+            .arg("http://127.0.0.1:8080/api/health")
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    // Away at start: the subnet rule and the kill switch, no `oif` rule, all traffic dropped.
+    let d = dongle();
+    assert_eq!(d["healthy"], false, "{d}");
+    assert_eq!(d["health"]["link"], "missing", "{d}");
+    assert_eq!(d["health"]["egress_netdev"], Value::Null, "{d}");
+    let rules = ip(&t.boxns, &["rule", "show"]);
+    assert!(
+        rules.contains("from 10.8.17.0/24 lookup 1017"),
+        "no subnet rule: {rules}"
+    );
+    assert!(
+        !rules.contains("oif"),
+        "an oif rule for no interface: {rules}"
+    );
+    assert!(ip(&t.boxns, &["route", "show", "table", "1017"]).contains("unreachable default"));
+    let ruleset = || {
+        run(&[
+            "ip", "netns", "exec", &t.boxns, "nft", "list", "table", "inet", "edgeward",
+        ])
+    };
+    assert!(
+        ruleset().contains("ip saddr 10.8.17.0/24 drop"),
+        "{}",
+        ruleset()
+    );
+
+    // Plugged in: the kernel names it wwan0 (in sysfs under 1-1, and as a real interface).
+    fake.plug("1-1", FakeDevice::hilink("12d1", "14dc"))
+        .expect("plug the stick");
+    assert_eq!(fake.names("1-1").0.as_deref(), Some("wwan0"));
+    plug_in("wwan0");
+    wait_until(
+        "the stick's dongle never became healthy on wwan0",
+        Duration::from_secs(20),
+        || {
+            let d = dongle();
+            d["healthy"] == true && d["netdev"] == "wwan0"
+        },
+    );
+    let a = t.api(
+        "POST",
+        "/dongle/allocate",
+        Some(r#"{"agent_id":"agent-A"}"#),
+    );
+    assert_eq!(a["dongle"]["dongle"], 17, "{a}");
+    let _wa = WgAgent::new(&t, 0, &a["dongle"], dir.path());
+    wait_until(
+        "the agent never got out through wwan0",
+        Duration::from_secs(15),
+        || t.seen_from_agent(0).as_deref() == Some("192.0.2.17"),
+    );
+
+    // Packets of dongle 17 that leave by anything but the stick (either name) or the TUN.
+    nft_in(
+        &t.boxns,
+        &format!(
+            "table inet ewtest\ndelete table inet ewtest\ntable inet ewtest {{\n chain post {{\n  type filter hook postrouting priority -300; policy accept;\n  ip saddr 10.8.17.0/24 oifname != {{ \"wwan0\", \"wwan1\", \"wwan2\", \"{}\" }} counter\n }}\n}}\n",
+            t.tun
+        ),
+    );
+    // Re-enumeration: wwan0 goes; the kill switch holds while the stick is away.
+    ip(&t.boxns, &["link", "del", "wwan0"]);
+    fake.reenumerate("1-1").expect("re-enumerate");
+    assert_eq!(fake.names("1-1").0.as_deref(), Some("wwan1"));
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        assert_eq!(t.seen_from_agent(0), None, "out without its stick");
+    }
+    // The same stick under its new name: the agent's traffic follows it there.
+    plug_in("wwan1");
+    wait_until(
+        "the agent never got out through wwan1",
+        Duration::from_secs(20),
+        || t.seen_from_agent(0).as_deref() == Some("192.0.2.17"),
+    );
+    assert_eq!(
+        t.leaks(),
+        0,
+        "dongle 17's packets left by another interface"
+    );
+    let rules = ip(&t.boxns, &["rule", "show"]);
+    assert!(rules.contains("oif wwan1 lookup 1017"), "{rules}");
+    assert!(!rules.contains("wwan0"), "{rules}");
+    let table = ip(&t.boxns, &["route", "show", "table", "1017"]);
+    assert!(
+        table.contains("default via 192.168.8.1 dev wwan1"),
+        "{table}"
+    );
+    let nat = ruleset();
+    assert!(
+        nat.contains("ip saddr 10.8.17.0/24 oifname \"wwan1\" masquerade"),
+        "{nat}"
+    );
+    assert!(!nat.contains("wwan0"), "{nat}");
+    let rp = || {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &t.boxns,
+            "cat",
+            "/proc/sys/net/ipv4/conf/wwan1/rp_filter",
+        ])
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(
+        rp(),
+        "2",
+        "strict rp_filter not loosened on the new interface"
+    );
+    // The views name the interface the stick has now; the lease carried on.
+    wait_until(
+        "the views still show wwan0",
+        Duration::from_secs(10),
+        || {
+            let d = dongle();
+            d["netdev"] == "wwan1" && d["healthy"] == true
+        },
+    );
+    assert_eq!(dongle()["health"]["egress_netdev"], "wwan1");
+    let m = t.api("GET", "/api/modems/17", None);
+    assert_eq!(m["netdev"], "wwan1", "{m}");
+    assert_eq!(m["usb_path"], "1-1", "{m}");
+    let beat = t.api(
+        "GET",
+        &format!("/dongle/heartbeat/{}", a["dongle"]["id"]),
+        None,
+    );
+    assert_eq!(beat["success"], true, "{beat}");
+
+    // Renamed in place (udev renaming what the kernel named: same device, same ifindex, still
+    // carrying edgeward's rp_filter): the egress follows again, and the original rp_filter
+    // goes with it.
+    fake.reenumerate("1-1").expect("re-enumerate");
+    assert_eq!(fake.names("1-1").0.as_deref(), Some("wwan2"));
+    ip(&t.boxns, &["link", "set", "wwan1", "down"]);
+    ip(&t.boxns, &["link", "set", "dev", "wwan1", "name", "wwan2"]);
+    ip(&t.boxns, &["link", "set", "wwan2", "up"]);
+    wait_until(
+        "the agent never got out through wwan2",
+        Duration::from_secs(20),
+        || {
+            ip(&t.boxns, &["rule", "show"]).contains("oif wwan2 lookup 1017")
+                && t.seen_from_agent(0).as_deref() == Some("192.0.2.17")
+        },
+    );
+    assert!(!ip(&t.boxns, &["rule", "show"]).contains("wwan1"));
+    let nat = ruleset();
+    assert!(nat.contains("oifname \"wwan2\" masquerade"), "{nat}");
+    assert!(!nat.contains("wwan1"), "{nat}");
+    assert_eq!(
+        t.leaks(),
+        0,
+        "dongle 17's packets left by another interface"
+    );
+
+    stop.send(()).expect("stop edgeward");
+    server.join().expect("edgeward stopped");
+    let rules = ip(&t.boxns, &["rule", "show"]);
+    assert!(!rules.contains("1017"), "rules left behind: {rules}");
+    assert_eq!(ip(&t.boxns, &["route", "show", "table", "1017"]).trim(), "");
+    let tables = run(&["ip", "netns", "exec", &t.boxns, "nft", "list", "tables"]);
+    assert!(!tables.contains("inet edgeward"), "{tables}");
+    let rp2 = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &t.boxns,
+        "cat",
+        "/proc/sys/net/ipv4/conf/wwan2/rp_filter",
+    ]);
+    assert_eq!(rp2.trim(), "1", "rp_filter not restored on wwan2");
+    drop(stick);
 }

@@ -24,7 +24,7 @@ use common::netns::{
     Namespaces, Proc,
 };
 
-use edgeward::wg::egress::{DongleRoute, LinkState};
+use edgeward::wg::egress::{self, DongleRoute, EgressChange, LinkState};
 use edgeward::wg::net;
 use edgeward::wg::netlink::{EgressHandle, EgressService, HostLedger, MemoryLedger, Netlink};
 
@@ -305,6 +305,9 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
     let ledger: Arc<dyn HostLedger> = Arc::new(MemoryLedger::default());
 
     let h = t.spawn(ledger.clone());
+    let mut watched = h.watch_states();
+    let first = watched.borrow_and_update().clone();
+    assert_eq!(first.len(), 2, "{first:?}");
     assert_eq!(t.pending(), vec![], "reconciled from the kernel's own view");
     let s17 = h.state(17).expect("dongle 17");
     assert_eq!(s17.link, LinkState::Up);
@@ -363,6 +366,16 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
     );
     let table = t.box_ip(&["route", "show", "table", "1017"]);
     assert!(table.trim().starts_with("unreachable default"), "{table}");
+    // The state feed (what becomes the admins' notification) saw it go.
+    let down = watched.borrow_and_update().clone();
+    assert_eq!(
+        egress::changes(&first, &down),
+        vec![EgressChange::Lost {
+            number: 17,
+            netdev: t.ma.clone(),
+            link: LinkState::Down
+        }]
+    );
 
     // Back up: egress returns by itself within a few seconds, nothing restarted.
     let back = Instant::now();
@@ -371,6 +384,14 @@ fn each_dongle_leaves_by_its_own_modem_only_and_is_cut_off_when_the_modem_goes()
         t.fetch_from_client("10.8.17.0").as_deref() == Some("192.0.2.17")
     });
     assert!(back.elapsed() < Duration::from_secs(6));
+    let up = watched.borrow_and_update().clone();
+    assert_eq!(
+        egress::changes(&down, &up),
+        vec![EgressChange::Restored {
+            number: 17,
+            netdev: t.ma.clone()
+        }]
+    );
 
     // Unplugged and plugged again: a new netdev with the same name, which gets
     // conf.default.rp_filter (strict) again; the service loosens it again and egress returns.

@@ -20,6 +20,7 @@ use super::http::{json_response, Body};
 use super::ApiState;
 use crate::clock::UnixMillis;
 use crate::modem::actor::{ModemStatus, PortState, SignalStatus, ToggleProgress, ToggleRecord};
+use crate::modem::heal::RecoveryStatus;
 use crate::modem::parse::RegStat;
 use crate::modem::profile::StepKind;
 use crate::modem::service::ToggleError;
@@ -96,6 +97,8 @@ pub fn toggle_status(state: &ApiState, n: &str) -> Result<Response<Body>, ApiErr
             "toggle_failures": s.toggle_failures,
             "ip": s.ip.map(|ip| ip.to_string()),
             "port_state": port_state(s.port_state),
+            "recovering": s.recovery.as_ref().is_some_and(RecoveryStatus::is_recovering),
+            "recovery": s.recovery.as_ref().map(RecoveryView::from),
         }),
     ))
 }
@@ -142,6 +145,10 @@ struct ModemView<'a> {
     toggle_failures: u64,
     port_opens: u64,
     garbage_lines: u64,
+    /// The USB physical path the modem is bound to (its identity across re-enumerations).
+    usb_path: Option<&'a str>,
+    /// Health probes and recovery steps (`null` while nobody watches the modem).
+    recovery: Option<RecoveryView<'a>>,
 }
 
 impl<'a> From<&'a ModemStatus> for ModemView<'a> {
@@ -168,6 +175,62 @@ impl<'a> From<&'a ModemStatus> for ModemView<'a> {
             toggle_failures: s.toggle_failures,
             port_opens: s.port_opens,
             garbage_lines: s.garbage_lines,
+            usb_path: s.usb_path.as_deref(),
+            recovery: s.recovery.as_ref().map(RecoveryView::from),
+        }
+    }
+}
+
+/// A modem's health and recovery: where it stands, the step running, the recent steps with
+/// their results and durations.
+#[derive(Debug, Serialize)]
+pub(super) struct RecoveryView<'a> {
+    /// `unknown`, `healthy`, `failing`, `recovering`, `cooling_down`, `held` (breaker).
+    state: &'static str,
+    consecutive_failures: u32,
+    last_probe_at: Option<UnixMillis>,
+    problem: Option<&'a str>,
+    current_step: Option<&'static str>,
+    current_started_at: Option<UnixMillis>,
+    next_recovery_at: Option<UnixMillis>,
+    recoveries: u64,
+    steps: Vec<StepView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct StepView<'a> {
+    /// `reconnect`, `reboot`, `usb_rebind`, `port_power_cycle`, `controller_reset`,
+    /// `modeswitch`.
+    step: &'static str,
+    /// `recovered`, `failed`, `skipped` (could not be taken; `detail` says why).
+    result: &'static str,
+    started_at: UnixMillis,
+    duration_ms: u64,
+    detail: &'a str,
+}
+
+impl<'a> From<&'a RecoveryStatus> for RecoveryView<'a> {
+    fn from(r: &'a RecoveryStatus) -> Self {
+        Self {
+            state: r.state.as_str(),
+            consecutive_failures: r.consecutive_failures,
+            last_probe_at: r.last_probe_at,
+            problem: r.problem.as_deref(),
+            current_step: r.current.map(|(s, _)| s.as_str()),
+            current_started_at: r.current.map(|(_, at)| at),
+            next_recovery_at: r.next_recovery_at,
+            recoveries: r.recoveries,
+            steps: r
+                .history
+                .iter()
+                .map(|h| StepView {
+                    step: h.step.as_str(),
+                    result: h.result.as_str(),
+                    started_at: h.started_at,
+                    duration_ms: h.duration_ms,
+                    detail: &h.detail,
+                })
+                .collect(),
         }
     }
 }
@@ -332,6 +395,8 @@ mod tests {
             toggle_failures: 1,
             port_opens: 2,
             garbage_lines: 0,
+            usb_path: None,
+            recovery: None,
         };
         let v = serde_json::to_value(ModemView::from(&status)).unwrap();
         assert_eq!(
@@ -347,6 +412,7 @@ mod tests {
                 "last_toggle": {"started_at": 1, "elapsed_ms": 900, "success": false, "ip": null,
                     "previous_ip": "100.64.0.1", "step": null, "attempts": 3, "reason": "no new address"},
                 "toggle_count": 4, "toggle_failures": 1, "port_opens": 2, "garbage_lines": 0,
+                "usb_path": null, "recovery": null,
             })
         );
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
@@ -354,6 +420,35 @@ mod tests {
             keys[..4],
             ["number", "port", "profile", "netdev"],
             "field order kept"
+        );
+    }
+
+    #[test]
+    fn a_recovery_shows_its_state_current_step_and_every_step_with_result_and_duration() {
+        use crate::modem::heal::{HealStep, HealthState, StepRecord, StepResult};
+        let mut r = RecoveryStatus::new();
+        r.state = HealthState::Recovering;
+        r.consecutive_failures = 2;
+        r.problem = Some("interface wwan0 is down".into());
+        r.current = Some((HealStep::UsbRebind, 30));
+        r.recoveries = 1;
+        r.history.push(StepRecord {
+            step: HealStep::Reboot,
+            started_at: 10,
+            duration_ms: 1500,
+            result: StepResult::Skipped,
+            detail: "no reset step".into(),
+        });
+        let v = serde_json::to_value(RecoveryView::from(&r)).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "state": "recovering", "consecutive_failures": 2, "last_probe_at": null,
+                "problem": "interface wwan0 is down", "current_step": "usb_rebind",
+                "current_started_at": 30, "next_recovery_at": null, "recoveries": 1,
+                "steps": [{"step": "reboot", "result": "skipped", "started_at": 10,
+                    "duration_ms": 1500, "detail": "no reset step"}],
+            })
         );
     }
 }

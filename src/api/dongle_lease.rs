@@ -265,9 +265,13 @@ pub fn dongles(state: &ApiState) -> Response<Body> {
                     "registered": m.registration.is_some_and(|r| r.is_registered()),
                     "address": m.ip.map(|ip| ip.to_string()),
                     "toggling": m.toggle.is_some(),
+                    // Self-healing (issue 9): a recovery step is running on the modem.
+                    "recovering": m.recovery.as_ref().is_some_and(|r| r.is_recovering()),
                     "link": egress.as_ref().map(|e| link_word(e.link)),
                     "routed": egress_ok,
                     "gateway": egress.as_ref().and_then(|e| e.gateway).map(|g| g.to_string()),
+                    // The interface the egress points at (follows the modem's re-enumeration).
+                    "egress_netdev": egress.as_ref().map(|e| e.netdev.as_str()).filter(|n| !n.is_empty()),
                 })),
                 "leased": lease.is_some(),
                 "lease_id": lease.map(|l| l.id),
@@ -291,6 +295,8 @@ pub fn dongles(state: &ApiState) -> Response<Body> {
                 "toggle_failures": modem.as_ref().map_or(0, |m| m.toggle_failures),
                 "idle_since": opt_time(d.idle_since),
                 "uses": d.uses,
+                // Self-healing (issue 9): the modem's health probes and recovery steps.
+                "recovery": modem.as_ref().and_then(|m| m.recovery.as_ref()).map(super::dongle::RecoveryView::from),
             })
         })
         .collect();

@@ -3,6 +3,12 @@
 //! Each family keeps the envelope its source document shows, because its clients parse it:
 //! seed 000 reads `.error`, seed 001 reads `.message`, seeds 002/004 read `code`/`message`,
 //! seed 003 reads `error` and a machine-readable `code`.
+//!
+//! The LIMEN family (seeds 002/004) follows the decision in `reference/limen.md`: a 400 carries
+//! `error` = the message (002's validation example), every other status carries `error` = the
+//! status's reason phrase (`"Unauthorized"`, `"Forbidden"`, `"Not Found"`, … as 004 shows).
+//! Seed 003's family uses its five codes (`AUTHENTICATION_REQUIRED`, `PERMISSION_DENIED`,
+//! `RESOURCE_NOT_FOUND`, `VALIDATION_ERROR`, `INTERNAL_ERROR`) for the statuses they name.
 
 use hyper::StatusCode;
 use serde_json::{json, Value};
@@ -40,7 +46,14 @@ impl Family {
         match self {
             Self::Vpn | Self::Public => json!({"success": false, "error": message}),
             Self::Dongle => json!({"success": false, "message": message}),
-            Self::Account => json!({"code": status.as_u16(), "message": message, "error": message}),
+            Self::Account => {
+                let error = if status == StatusCode::BAD_REQUEST {
+                    message
+                } else {
+                    status.canonical_reason().unwrap_or("Error")
+                };
+                json!({"code": status.as_u16(), "message": message, "error": error})
+            }
             Self::Operations => {
                 json!({"success": false, "error": message, "code": error_code(status)})
             }
@@ -52,9 +65,9 @@ impl Family {
 fn error_code(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "VALIDATION_ERROR",
-        StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
-        StatusCode::FORBIDDEN => "FORBIDDEN",
-        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::UNAUTHORIZED => "AUTHENTICATION_REQUIRED",
+        StatusCode::FORBIDDEN => "PERMISSION_DENIED",
+        StatusCode::NOT_FOUND => "RESOURCE_NOT_FOUND",
         StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
         StatusCode::CONFLICT => "CONFLICT",
         StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
@@ -122,12 +135,39 @@ mod tests {
             json!({"success": false, "message": "x"})
         );
         assert_eq!(
-            Family::Account.error_body(s, "x"),
-            json!({"code": 404, "message": "x", "error": "x"})
+            Family::Account.error_body(s, "VM not found"),
+            json!({"code": 404, "message": "VM not found", "error": "Not Found"})
         );
         assert_eq!(
             Family::Operations.error_body(s, "x"),
-            json!({"success": false, "error": "x", "code": "NOT_FOUND"})
+            json!({"success": false, "error": "x", "code": "RESOURCE_NOT_FOUND"})
         );
+    }
+
+    #[test]
+    fn limen_validation_errors_repeat_the_message_others_name_the_status() {
+        let m = "VM name must be at least 3 characters";
+        assert_eq!(
+            Family::Account.error_body(StatusCode::BAD_REQUEST, m),
+            json!({"code": 400, "message": m, "error": m})
+        );
+        for (status, reason) in [
+            (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            (StatusCode::FORBIDDEN, "Forbidden"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+            (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
+        ] {
+            assert_eq!(Family::Account.error_body(status, "m")["error"], reason);
+        }
+    }
+
+    #[test]
+    fn seed_003_codes() {
+        let code = |s| Family::Operations.error_body(s, "m")["code"].clone();
+        assert_eq!(code(StatusCode::UNAUTHORIZED), "AUTHENTICATION_REQUIRED");
+        assert_eq!(code(StatusCode::FORBIDDEN), "PERMISSION_DENIED");
+        assert_eq!(code(StatusCode::NOT_FOUND), "RESOURCE_NOT_FOUND");
+        assert_eq!(code(StatusCode::BAD_REQUEST), "VALIDATION_ERROR");
+        assert_eq!(code(StatusCode::INTERNAL_SERVER_ERROR), "INTERNAL_ERROR");
     }
 }

@@ -18,6 +18,7 @@ use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 
 use super::error::{ApiError, Family};
+use crate::auth::Principal;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -32,8 +33,24 @@ pub struct Ctx {
     pub peer_ip: IpAddr,
     /// The request carried `X-Forwarded-For`: it came through a proxy (trusted or not).
     pub forwarded: bool,
-    /// The family of the matched route: its errors use this envelope.
+    /// Served over TLS, or forwarded by a trusted proxy that says `X-Forwarded-Proto: https`
+    /// (cookies get `Secure`).
+    pub secure: bool,
+    /// The family of the matched route: its errors use this envelope (on a path two seeds
+    /// share, the caller's, by how it authenticated).
     pub family: Family,
+    /// Who is calling, when the route's access class looked at accounts and found one.
+    pub principal: Option<Principal>,
+}
+
+impl Ctx {
+    /// The caller's account. The route table only sends account routes here with one, so a
+    /// missing one is a table bug, answered 401.
+    pub fn account(&self) -> Result<&Principal, ApiError> {
+        self.principal
+            .as_ref()
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Authentication required"))
+    }
 }
 
 /// The client address. Without a trusted proxy in front it is the peer. When the peer is in

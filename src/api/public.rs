@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::http::{json_response, text_response, Body};
 use super::ApiState;
-use crate::metrics::{DongleGauge, Metrics, PoolGauge};
+use crate::metrics::{DongleGauge, Metrics, PoolGauge, RecoveryGauge};
 use crate::modem::actor::ModemStatus;
 
 /// `GET /`: what this is, and the endpoints (the route table hands them in).
@@ -32,12 +32,40 @@ pub fn health(state: &ApiState) -> Response<Body> {
             "status": if db_ok { "ok" } else { "degraded" },
             "time": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
             "db": if db_ok { "connected" } else { "disconnected" },
-            // The libvirt connection belongs to builds with the `vm` feature.
-            "libvirt": "disconnected",
+            // "connected" only with a live libvirt connection (builds with the `vm` feature).
+            "libvirt": if state.vms.as_ref().is_some_and(|v| v.libvirt_connected()) {
+                "connected"
+            } else {
+                "disconnected"
+            },
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": state.started.elapsed().as_secs(),
         }),
     )
+}
+
+/// The healer's numbers, every step and result label present (zero until it happens).
+fn recovery_gauge(state: &ApiState) -> RecoveryGauge {
+    use crate::modem::heal::{HealStep, StepResult};
+    let snap = state.modems.heal_view().snapshot();
+    let mut steps = Vec::new();
+    for step in HealStep::ALL {
+        for result in StepResult::ALL {
+            let (n, ms) = snap
+                .counts
+                .iter()
+                .find(|c| c.0 == step && c.1 == result)
+                .map_or((0, 0), |c| (c.2, c.3));
+            steps.push((step.as_str(), result.as_str(), n, ms));
+        }
+    }
+    RecoveryGauge {
+        steps,
+        recovering: snap.recovering as u64,
+        failing: snap.breaker.failing as u64,
+        breaker_open: snap.breaker.is_open(),
+        breaker_trips: snap.breaker.trips,
+    }
 }
 
 pub fn metrics(state: &ApiState) -> Response<Body> {
@@ -81,5 +109,6 @@ pub fn metrics(state: &ApiState) -> Response<Body> {
         })
         .collect();
     text.push_str(&Metrics::render_dongles(&dongles));
+    text.push_str(&Metrics::render_recovery(&recovery_gauge(state)));
     text_response("text/plain; version=0.0.4", text)
 }

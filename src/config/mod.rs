@@ -20,6 +20,7 @@ mod pools;
 mod read;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -78,6 +79,12 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Most simultaneous client connections per server.
     pub max_connections: usize,
+    /// Browser origins allowed by CORS (`https://app.example`; `*` = any origin, never with
+    /// credentials). The `ALLOWED_ORIGINS` environment variable (comma-separated, seed 002)
+    /// overrides it. Default: none.
+    pub allowed_origins: Vec<String>,
+    /// When set, `/metrics` needs `Authorization: Bearer <token>`; default: public.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for ApiConfig {
@@ -93,6 +100,8 @@ impl Default for ApiConfig {
             agent_token: None,
             max_body_bytes: 64 * 1024,
             max_connections: 1024,
+            allowed_origins: Vec::new(),
+            metrics_token: None,
         }
     }
 }
@@ -191,8 +200,25 @@ pub struct DongleConfig {
     pub heartbeat_timeout: HumaneDuration,
     /// Most modems toggling at the same time (more get 429 with Retry-After).
     pub max_parallel_toggles: usize,
-    /// Longest a toggle may take, all ladder steps included, before it answers 500.
+    /// Longest a toggle may take, all ladder steps included, before it answers 500. The
+    /// default (80s) answers before clients give up: the original's agents wait 90 s.
     pub toggle_timeout: HumaneDuration,
+    // --- self-healing (issue 9, heal) ---
+    /// How often every modem's health is probed.
+    pub probe_every: HumaneDuration,
+    /// Failed probes in a row before the recovery ladder starts.
+    pub failures_before_recovery: u32,
+    /// After a recovery, how long before the same modem may be recovered again.
+    pub recovery_cooldown: HumaneDuration,
+    /// Most modems recovering at the same time.
+    pub max_parallel_recoveries: usize,
+    /// When most modems fail at once, reset the USB host controller that carries only them.
+    pub usb_controller_reset: bool,
+    /// The sysfs root the USB steps read and write (tests point it at a fake tree).
+    pub sysfs_root: PathBuf,
+    /// Where the device nodes of ttys found in sysfs are (tests: the simulators' links).
+    pub dev_root: PathBuf,
+    // --- end self-healing ---
 }
 
 impl Default for DongleConfig {
@@ -200,7 +226,16 @@ impl Default for DongleConfig {
         Self {
             heartbeat_timeout: HumaneDuration(Duration::from_secs(600)),
             max_parallel_toggles: 4,
-            toggle_timeout: HumaneDuration(Duration::from_secs(300)),
+            toggle_timeout: HumaneDuration(Duration::from_secs(80)),
+            // --- self-healing (issue 9, heal) ---
+            probe_every: HumaneDuration(Duration::from_secs(60)),
+            failures_before_recovery: 2,
+            recovery_cooldown: HumaneDuration(Duration::from_secs(180)),
+            max_parallel_recoveries: 2,
+            usb_controller_reset: false,
+            sysfs_root: PathBuf::from("/sys"),
+            dev_root: PathBuf::from("/dev"),
+            // --- end self-healing ---
         }
     }
 }
@@ -209,8 +244,13 @@ impl Default for DongleConfig {
 #[serde(deny_unknown_fields)]
 pub struct ModemConfig {
     pub number: u32,
+    /// The serial AT port (empty: found under `usb_path`); not used by HiLink sticks
+    /// (`profile = "hilink"`).
+    #[serde(default)]
     pub port: PathBuf,
     pub profile: String,
+    /// Empty: found under `usb_path`.
+    #[serde(default)]
     pub netdev: String,
     #[serde(default)]
     pub apn: Option<String>,
@@ -221,25 +261,313 @@ pub struct ModemConfig {
     /// (raw-IP interfaces need none).
     #[serde(default)]
     pub gateway: Option<std::net::Ipv4Addr>,
+    // --- self-healing (issue 9, heal) ---
+    /// The USB physical path the modem hangs on (`1-1.3`): its identity. Given alone, the
+    /// interface and the AT tty are found under it; after a re-enumeration it wins over names.
+    #[serde(default)]
+    pub usb_path: Option<String>,
+    // --- end self-healing ---
+    // --- HiLink sticks (issue 9: `profile = "hilink"`) ---
+    /// The stick's web API; default `http://192.168.8.1`.
+    #[serde(default)]
+    pub hilink_url: Option<String>,
+    /// Default `admin`.
+    #[serde(default)]
+    pub hilink_username: Option<String>,
+    /// Only when the stick asks for a login (many need none).
+    #[serde(default, skip_serializing)]
+    pub hilink_password: Option<Secret>,
+    // --- end HiLink ---
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+impl ModemConfig {
+    /// A HiLink stick, driven over its web API instead of an AT port.
+    pub fn is_hilink(&self) -> bool {
+        self.profile == crate::modem::hilink::PROFILE
+    }
+
+    /// Where the stick's API is (HiLink only).
+    pub fn hilink_url(&self) -> &str {
+        self.hilink_url
+            .as_deref()
+            .unwrap_or(crate::modem::hilink::DEFAULT_URL)
+    }
+
+    /// The next hop of the dongle's egress: `gateway`, or for a HiLink stick the host of its
+    /// API (the stick's LAN address, 192.168.8.1 from the factory).
+    pub fn egress_gateway(&self) -> Option<std::net::Ipv4Addr> {
+        self.gateway.or_else(|| {
+            if !self.is_hilink() {
+                return None;
+            }
+            crate::modem::ipcheck::parse_url(self.hilink_url())
+                .ok()?
+                .host
+                .parse()
+                .ok()
+        })
+    }
+}
+
+/// `[auth]`: accounts. The token signing secrets are never here: they are generated into the
+/// store on first start.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Creates user "admin" on first start when there are no users.
+    /// Creates user "admin" on first start when there are no users
+    /// (also `EDGEWARD_AUTH__ADMIN_PASSWORD`).
     pub admin_password: Option<Secret>,
+    /// Access token lifetime (LIMEN's `expires_in`).
+    pub access_ttl: HumaneDuration,
+    /// Refresh token lifetime, renewed by each refresh (the cookie's Max-Age).
+    pub refresh_ttl: HumaneDuration,
+    /// After a refresh, the old refresh token still gets the same successor this long (two
+    /// tabs refreshing at once); later it revokes the login.
+    pub refresh_grace: HumaneDuration,
+    /// Seed 003 session lifetime.
+    pub session_ttl: HumaneDuration,
+    /// Password hashes computed at once (19 MiB each while they run).
+    pub hash_concurrency: usize,
+    /// Login attempts per client per minute.
+    pub login_per_minute: u32,
+    /// Registrations per client per hour.
+    pub register_per_hour: u32,
+    /// Refreshes per client per minute.
+    pub refresh_per_minute: u32,
+    /// Failed logins for one username from one client before lockouts start.
+    pub lockout_after: u32,
+    /// Failed logins from one client (any usernames) before lockouts start.
+    pub client_lockout_after: u32,
+    /// First lockout; each further failure doubles it.
+    pub lockout_base: HumaneDuration,
+    /// Longest lockout.
+    pub lockout_max: HumaneDuration,
+    /// Clients (and username/client pairs) the rate limiter tracks at most.
+    pub rate_limit_keys: usize,
 }
 
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let s = crate::auth::AuthSettings::default();
+        let l = &s.limits;
+        Self {
+            admin_password: None,
+            access_ttl: HumaneDuration(s.access_ttl),
+            refresh_ttl: HumaneDuration(s.refresh_ttl),
+            refresh_grace: HumaneDuration(s.refresh_grace),
+            session_ttl: HumaneDuration(s.session_ttl),
+            hash_concurrency: s.hash_concurrency,
+            login_per_minute: l.login.per_period,
+            register_per_hour: l.register.per_period,
+            refresh_per_minute: l.refresh.per_period,
+            lockout_after: l.free_failures,
+            client_lockout_after: l.client_free_failures,
+            lockout_base: HumaneDuration(l.lockout_base),
+            lockout_max: HumaneDuration(l.lockout_max),
+            rate_limit_keys: l.max_keys,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The accounts service's settings from this section.
+    pub fn settings(&self) -> crate::auth::AuthSettings {
+        use crate::auth::limiter::{LimiterSettings, Rate};
+        let base = crate::auth::AuthSettings::default();
+        let minute = Duration::from_secs(60);
+        crate::auth::AuthSettings {
+            access_ttl: self.access_ttl.get(),
+            refresh_ttl: self.refresh_ttl.get(),
+            refresh_grace: self.refresh_grace.get(),
+            session_ttl: self.session_ttl.get(),
+            hash_concurrency: self.hash_concurrency,
+            limits: LimiterSettings {
+                max_keys: self.rate_limit_keys,
+                login: Rate {
+                    per_period: self.login_per_minute,
+                    period: minute,
+                },
+                register: Rate {
+                    per_period: self.register_per_hour,
+                    period: Duration::from_secs(3600),
+                },
+                refresh: Rate {
+                    per_period: self.refresh_per_minute,
+                    period: minute,
+                },
+                free_failures: self.lockout_after,
+                client_free_failures: self.client_lockout_after,
+                lockout_base: self.lockout_base.get(),
+                lockout_max: self.lockout_max.get(),
+                ..base.limits.clone()
+            },
+            ..base
+        }
+    }
+}
+
+/// `[vm] accel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelChoice {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// `[vm]`: VMs on libvirt (used by builds with the `vm` feature; checked in every build, so a
+/// config moves between router and server builds unchanged).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VmConfig {
+    /// `qemu:///system`; tests use `test:///default` or `test:///<abs path>/node.xml`.
     pub libvirt_uri: String,
+    /// Disks (`<uuid>.qcow2`) and ISOs (`iso/<os_type>.iso`). libvirt's qemu user must reach
+    /// it, so it is not inside edgeward's 0700 state directory.
+    pub storage_dir: PathBuf,
+    /// The libvirt network every VM's NIC joins.
+    pub network: String,
+    /// The quota of every user without one of their own, until an admin sets the default with
+    /// `PUT /api/quota`.
+    pub default_quota: QuotaConfig,
+    /// How often records and libvirt's domains are compared (also once at start).
+    pub reconcile_interval: HumaneDuration,
+    /// How long `stop` waits for the guest to shut down before powering it off.
+    pub stop_timeout: HumaneDuration,
+    /// A VNC console with no traffic either way for this long is closed.
+    pub console_idle_timeout: HumaneDuration,
+    /// A VNC console is closed after this long whatever happens.
+    pub console_max_duration: HumaneDuration,
+    /// VNC consoles one user may have open at once.
+    pub console_sessions_per_user: usize,
+    /// Enforce the seed-003 firewall groups in nftables (table `bridge edgeward_guests`);
+    /// `false` keeps and serves them without touching the host's ruleset.
+    pub guest_firewall: bool,
+    /// How often the metrics sampler reads every running VM's counters.
+    pub sample_every: HumaneDuration,
+    /// How guests' CPUs run: `auto` (KVM where libvirt offers it, else QEMU's TCG emulator),
+    /// `kvm`, or `tcg` (for hosts where KVM is listed but QEMU's user cannot open `/dev/kvm`).
+    pub accel: AccelChoice,
+    /// Seed 003's `datastore_id` → the directory its disks go to. `local` and `local-lvm` are
+    /// `storage_dir` unless given. A `"<name>:ssd"` / `"<name>:hdd"` entry is where disks of
+    /// that `disk_type` on `<name>` go (without one, `disk_type` is recorded and an SSD is shown
+    /// to the guest as one, on `<name>`'s directory).
+    pub datastores: BTreeMap<String, PathBuf>,
+    /// Seed 003's `bridge` → `"network:<libvirt network>"` or `"bridge:<host bridge>"`. `vmbr0`
+    /// is `"network:<[vm] network>"` unless given.
+    pub bridges: BTreeMap<String, String>,
+    /// Seed 003's `template_vm_id` (as a string key, `"9000"`) → the base qcow2 image new
+    /// disks are copy-on-write overlays of.
+    pub templates: BTreeMap<String, PathBuf>,
+    /// Backup storages (seed 003's `storage`): name → absolute directory. `local` is
+    /// `<storage_dir>/backups` unless it is set here.
+    pub backup_storages: std::collections::BTreeMap<String, PathBuf>,
+    /// A backup with `remove: true` keeps this many newest backups of its VM in its storage
+    /// (vzdump's keep-last).
+    pub backup_keep_last: usize,
 }
 
 impl Default for VmConfig {
     fn default() -> Self {
         Self {
             libvirt_uri: "qemu:///system".to_owned(),
+            storage_dir: PathBuf::from("/var/lib/libvirt/images/edgeward"),
+            network: "default".to_owned(),
+            default_quota: QuotaConfig::default(),
+            reconcile_interval: HumaneDuration(Duration::from_secs(30)),
+            stop_timeout: HumaneDuration(Duration::from_secs(60)),
+            console_idle_timeout: HumaneDuration(Duration::from_secs(15 * 60)),
+            console_max_duration: HumaneDuration(Duration::from_secs(4 * 3600)),
+            console_sessions_per_user: 2,
+            guest_firewall: true,
+            sample_every: HumaneDuration(Duration::from_secs(10)),
+            accel: AccelChoice::Auto,
+            datastores: BTreeMap::new(),
+            bridges: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            backup_storages: std::collections::BTreeMap::new(),
+            backup_keep_last: 3,
+        }
+    }
+}
+
+impl VmConfig {
+    /// The backup storages, with `local` = `<storage_dir>/backups` unless configured.
+    pub fn backup_storages(&self) -> std::collections::BTreeMap<String, PathBuf> {
+        let mut all = self.backup_storages.clone();
+        all.entry("local".to_owned())
+            .or_insert_with(|| self.storage_dir.join("backups"));
+        all
+    }
+
+    /// What the VM service needs.
+    pub fn settings(&self) -> crate::vm::VmSettings {
+        crate::vm::VmSettings {
+            libvirt_uri: self.libvirt_uri.clone(),
+            storage_dir: self.storage_dir.clone(),
+            network: self.network.clone(),
+            default_quota: crate::vm::quota::Limits {
+                max_vms: self.default_quota.max_vms,
+                max_cpu: self.default_quota.max_cpu,
+                max_memory: self.default_quota.max_memory,
+            },
+            reconcile_every: self.reconcile_interval.get(),
+            accel: match self.accel {
+                AccelChoice::Auto => None,
+                AccelChoice::Kvm => Some(crate::vm::xml::Accel::Kvm),
+                AccelChoice::Tcg => Some(crate::vm::xml::Accel::Tcg),
+            },
+            stop_timeout: self.stop_timeout.get(),
+            datastores: self.datastore_map(),
+            bridges: self.bridge_map(),
+            templates: self
+                .templates
+                .iter()
+                .filter_map(|(k, v)| Some((k.trim().parse().ok()?, v.clone())))
+                .collect(),
+        }
+    }
+
+    /// `datastores` with the defaults filled in.
+    pub fn datastore_map(&self) -> BTreeMap<String, PathBuf> {
+        let mut map = self.datastores.clone();
+        for name in ["local", "local-lvm"] {
+            map.entry(name.to_owned())
+                .or_insert_with(|| self.storage_dir.clone());
+        }
+        map
+    }
+
+    /// `bridges`, parsed, with the default filled in (entries that do not parse are left out;
+    /// `check-config` refuses them).
+    pub fn bridge_map(&self) -> BTreeMap<String, crate::vm::xml::NicSource> {
+        let mut map: BTreeMap<String, crate::vm::xml::NicSource> = self
+            .bridges
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), crate::vm::xml::NicSource::parse(v)?)))
+            .collect();
+        map.entry("vmbr0".to_owned())
+            .or_insert_with(|| crate::vm::xml::NicSource::Network(self.network.clone()));
+        map
+    }
+}
+
+/// `[vm.default_quota]` (seed 004's quota fields; memory in MiB).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    pub max_vms: u64,
+    pub max_cpu: u64,
+    pub max_memory: u64,
+}
+
+impl Default for QuotaConfig {
+    /// Seed 004's example values.
+    fn default() -> Self {
+        Self {
+            max_vms: 10,
+            max_cpu: 20,
+            max_memory: 40_960,
         }
     }
 }
@@ -268,6 +596,10 @@ impl<'de> Deserialize<'de> for HumaneDuration {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

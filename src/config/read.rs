@@ -358,6 +358,10 @@ fn placeholder(table: &[Seg], field: &str) -> Option<Value> {
             apn: None,
             ip_check_url: None,
             gateway: None,
+            hilink_url: None,
+            hilink_username: None,
+            hilink_password: None,
+            usb_path: None,
         }),
         [Seg::Key(vpn), Seg::Key(pool), Seg::Index(_)] if vpn == "vpn" && pool == "pool" => {
             Value::serialize(PoolConfig {

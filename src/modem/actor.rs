@@ -22,11 +22,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use super::heal::RecoveryStatus;
 use super::ipcheck;
 use super::ladder::{later, Action, Ladder, Limits, Outcome};
 use super::parse::{self, Category, Parsed, RegStat};
 use super::port::{open_serial, AtPort, PortError};
-use super::profile::{Profile, Query, StepKind, Vars};
+use super::profile::{Profile, Query, Step, StepKind, Vars};
+use super::usb::UsbIdentity;
 use crate::clock::{Clock, UnixMillis};
 
 /// Everything an actor needs to know about its modem.
@@ -39,6 +41,9 @@ pub struct ModemSpec {
     pub apn: String,
     pub ip_check_url: Option<String>,
     pub timing: Timing,
+    /// The USB device the modem is bound to: its port and netdev are looked up again under
+    /// it whenever the port is (re)opened. `None`: the configured names are used as they are.
+    pub usb: Option<UsbIdentity>,
 }
 
 /// Time knobs; production uses the defaults, tests and the demo shrink them.
@@ -162,17 +167,32 @@ pub struct ModemStatus {
     pub toggle_failures: u64,
     pub port_opens: u64,
     pub garbage_lines: u64,
+    /// The USB physical path the modem hangs on (`1-1.3`), configured or learnt from its
+    /// netdev/tty; `None` when not known (not a USB device, or not found in sysfs).
+    pub usb_path: Option<String>,
+    /// Health and recovery, set by the healer; `None` while nobody watches this modem.
+    pub recovery: Option<RecoveryStatus>,
 }
 
 impl ModemStatus {
     /// Ready to carry a new dongle lease: port open, registered (home or roaming), with an
-    /// address, no toggle running.
+    /// address, no toggle and no recovery running.
     pub fn is_ready(&self) -> bool {
         self.port_state == PortState::Open
             && self.registration.is_some_and(RegStat::is_registered)
             && self.ip.is_some()
             && self.toggle.is_none()
+            && !self
+                .recovery
+                .as_ref()
+                .is_some_and(RecoveryStatus::is_recovering)
     }
+}
+
+/// What the service and the healer ask of an actor.
+pub(super) enum Request {
+    Toggle(ToggleRequest),
+    Recover(RecoverRequest),
 }
 
 pub(super) struct ToggleRequest {
@@ -181,17 +201,114 @@ pub(super) struct ToggleRequest {
     pub permit: OwnedSemaphorePermit,
 }
 
+/// The recovery steps an actor takes itself (the USB steps are the healer's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecoverStep {
+    /// The profile's soft step (AT: its first `soft` rung; HiLink: mobile data off/on).
+    Reconnect,
+    /// Restart the modem (AT: the profile's `reset` rung, `CFUN=1,1` family; HiLink:
+    /// `/api/device/control`).
+    Reboot,
+}
+
+impl RecoverStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reconnect => "reconnect",
+            Self::Reboot => "reboot",
+        }
+    }
+}
+
+/// A recovery step for the actor: `Ok` once the modem is registered with an address again,
+/// `Err` with the reason otherwise.
+pub struct RecoverRequest {
+    pub step: RecoverStep,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Why [`ModemHandle::recover`] (or a claim) was refused.
+pub const TOGGLING: &str = "a toggle is in progress";
+
 /// The HTTP side's view of one actor.
 #[derive(Clone)]
 pub struct ModemHandle {
     pub number: u32,
     pub(super) status: Arc<Mutex<ModemStatus>>,
-    pub(super) requests: mpsc::Sender<ToggleRequest>,
-    /// Set while a toggle is queued or running (one at a time per modem).
+    pub(super) requests: mpsc::Sender<Request>,
+    /// Set while a toggle or a recovery step is queued or running (one at a time per modem).
     pub(super) busy: Arc<AtomicBool>,
 }
 
+/// The modem is held for a recovery step: no toggle starts until this is dropped.
+pub struct Claim(Arc<AtomicBool>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 impl ModemHandle {
+    /// A handle over `status`, and the receiving end of its requests, for an actor of any kind
+    /// (AT here, HiLink elsewhere) to serve.
+    pub(super) fn new(
+        status: ModemStatus,
+    ) -> (Self, Arc<Mutex<ModemStatus>>, mpsc::Receiver<Request>) {
+        let status = Arc::new(Mutex::new(status));
+        let (tx, rx) = mpsc::channel(4);
+        let handle = Self {
+            number: status.lock().unwrap_or_else(|e| e.into_inner()).number,
+            status: Arc::clone(&status),
+            requests: tx,
+            busy: Arc::new(AtomicBool::new(false)),
+        };
+        (handle, status, rx)
+    }
+
+    /// Holds the modem for a recovery step the healer takes itself (the USB steps): `None`
+    /// while a toggle or another step runs. Toggles are refused (busy) until it is dropped.
+    pub fn claim(&self) -> Option<Claim> {
+        self.busy
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Claim(Arc::clone(&self.busy)))
+    }
+
+    /// Whether a toggle or a recovery step is queued or running.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// Runs a recovery step in the actor and waits for it. Refused while a toggle runs (a
+    /// modem is never recovered while it is toggling); toggles are refused while it runs.
+    pub async fn recover(&self, step: RecoverStep) -> Result<(), String> {
+        let Some(claim) = self.claim() else {
+            return Err(TOGGLING.into());
+        };
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .requests
+            .send(Request::Recover(RecoverRequest { step, reply }))
+            .await;
+        if sent.is_err() {
+            return Err("edgeward is shutting down".into());
+        }
+        let result = answer
+            .await
+            .unwrap_or_else(|_| Err("edgeward is shutting down".into()));
+        drop(claim);
+        result
+    }
+
+    /// Publishes the healer's view of this modem.
+    pub fn set_recovery(&self, recovery: Option<RecoveryStatus>) {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recovery = recovery;
+    }
+
     pub fn status(&self) -> ModemStatus {
         self.status
             .lock()
@@ -214,7 +331,7 @@ pub fn spawn(
     clock: Arc<dyn Clock>,
     shutdown: watch::Receiver<bool>,
 ) -> (ModemHandle, tokio::task::JoinHandle<()>) {
-    let status = Arc::new(Mutex::new(ModemStatus {
+    let (handle, status, rx) = ModemHandle::new(ModemStatus {
         number: spec.number,
         port: spec.port.display().to_string(),
         profile: spec.profile.name.clone(),
@@ -236,15 +353,10 @@ pub fn spawn(
         toggle_failures: 0,
         port_opens: 0,
         garbage_lines: 0,
-    }));
-    let (tx, rx) = mpsc::channel(4);
-    let busy = Arc::new(AtomicBool::new(false));
-    let handle = ModemHandle {
-        number: spec.number,
-        status: Arc::clone(&status),
-        requests: tx,
-        busy: Arc::clone(&busy),
-    };
+        usb_path: spec.usb.as_ref().map(|u| u.usb_path.clone()),
+        recovery: None,
+    });
+    let busy = Arc::clone(&handle.busy);
     let vars = spec.profile.vars(&spec.apn);
     let actor = Actor {
         spec,
@@ -266,7 +378,7 @@ struct Actor {
     busy: Arc<AtomicBool>,
     port: Option<AtPort>,
     clock: Arc<dyn Clock>,
-    requests: mpsc::Receiver<ToggleRequest>,
+    requests: mpsc::Receiver<Request>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -327,9 +439,12 @@ impl Actor {
                     next_refresh = tokio_later(Instant::now(), refresh_every);
                 }
                 Some(req) = self.requests.recv() => {
-                    // Not raced with shutdown: the toggle watches it itself, aborts and
-                    // restores the modem within the restore budget, then answers its caller.
-                    self.toggle(req).await;
+                    // Not raced with shutdown: a toggle or recovery step watches it itself,
+                    // aborts and restores the modem within the restore budget, then answers.
+                    match req {
+                        Request::Toggle(req) => self.toggle(req).await,
+                        Request::Recover(req) => self.recover(req).await,
+                    }
                     next_refresh = tokio_later(Instant::now(), refresh_every);
                 }
                 _ = shutdown.changed() => return,
@@ -356,8 +471,40 @@ impl Actor {
         });
     }
 
+    /// With a USB identity, takes the port and netdev under the modem's USB path now: after
+    /// a re-enumeration they may have other names (`ttyUSB2` → `ttyUSB6`).
+    fn follow_usb(&mut self) {
+        let Some(usb) = &self.spec.usb else {
+            return;
+        };
+        let now = usb.current();
+        if let Some(port) = now.port.filter(|p| *p != self.spec.port) {
+            log::info!(
+                "modem {}: USB device {} has its AT port at {} now (was {})",
+                self.spec.number,
+                usb.usb_path,
+                port.display(),
+                self.spec.port.display()
+            );
+            self.spec.port = port;
+            let shown = self.spec.port.display().to_string();
+            self.publish(|s| s.port = shown);
+        }
+        if let Some(netdev) = now.netdev.filter(|n| *n != self.spec.netdev) {
+            log::info!(
+                "modem {}: USB device {} has its interface at {netdev} now (was {})",
+                self.spec.number,
+                usb.usb_path,
+                self.spec.netdev
+            );
+            self.spec.netdev = netdev.clone();
+            self.publish(|s| s.netdev = netdev);
+        }
+    }
+
     /// Opens and prepares the port; false if it is not there (yet).
     async fn try_open(&mut self) -> bool {
+        self.follow_usb();
         match open_serial(&self.spec.port) {
             Ok(stream) => {
                 self.port = Some(AtPort::new(stream));
@@ -518,12 +665,19 @@ impl Actor {
         }
     }
 
-    fn refuse_absent(&mut self, req: ToggleRequest) {
+    fn refuse_absent(&mut self, req: Request) {
         let reason = format!(
             "modem port {} is not available: {}",
             self.spec.port.display(),
             self.status().port_error.unwrap_or_else(|| "absent".into())
         );
+        let req = match req {
+            Request::Toggle(req) => req,
+            Request::Recover(req) => {
+                let _ = req.reply.send(Err(reason));
+                return;
+            }
+        };
         self.finish_toggle(
             self.clock.now_ms(),
             None,
@@ -565,26 +719,37 @@ impl Actor {
         };
         let steps = self.spec.profile.ladder_for(&self.vars);
         let restore = self.spec.profile.restore_for(&self.vars);
-        let mut ladder =
+        let ladder =
             Ladder::new(steps, old_ip, limits, std::time::Instant::now()).with_restore(restore);
-        // Set once aborted: the restore's own deadline plus a margin, a backstop for awaits the
-        // ladder cannot cut itself (a registration read tries several queries in turn).
-        let mut hard: Option<Instant> = None;
-        if stopped {
-            self.abort_toggle(&mut ladder, &mut hard);
-        } else {
+        if !stopped {
             log::info!(
                 "modem {}: toggle started (address {:?})",
                 self.spec.number,
                 old_ip
             );
         }
+        let outcome = self.drive(ladder, stopped, true).await;
+        self.finish_toggle(started_ms, old_ip, outcome, req);
+    }
+
+    /// Runs `ladder` to its end with real commands. `toggle`: publish its progress as the
+    /// toggle's and judge addresses as the toggle does (public via `ip_check_url` when set);
+    /// otherwise (a recovery step) the modem's own address is what counts. `stopped`: shutdown
+    /// came before the ladder started.
+    async fn drive(&mut self, mut ladder: Ladder, stopped: bool, toggle: bool) -> Outcome {
+        let mut stop = self.shutdown.clone();
+        // Set once aborted: the restore's own deadline plus a margin, a backstop for awaits the
+        // ladder cannot cut itself (a registration read tries several queries in turn).
+        let mut hard: Option<Instant> = None;
+        if stopped {
+            self.abort_toggle(&mut ladder, &mut hard);
+        }
         let outcome = loop {
             let watch_stop = hard.is_none();
             let now = std::time::Instant::now();
             let action = ladder.poll_action(now);
             // After the poll: it is what the ladder is doing now that callers want to see.
-            if let Some(p) = ladder.current_step() {
+            if let Some(p) = ladder.current_step().filter(|_| toggle) {
                 self.publish(|s| {
                     if let Some(t) = s.toggle.as_mut() {
                         t.step = Some(p.name.clone());
@@ -645,7 +810,20 @@ impl Actor {
                     }
                 }
                 Some(Action::QueryAddress) => {
-                    let ip = match cut(self.current_address(), &mut stop, watch_stop, hard).await {
+                    let public = toggle && self.spec.ip_check_url.is_some();
+                    let read = async {
+                        if public {
+                            self.current_address().await
+                        } else {
+                            let ip = self.modem_address().await;
+                            // With `ip_check_url`, `ip` shows the public address: keep it.
+                            if self.spec.ip_check_url.is_none() {
+                                self.publish(|s| s.ip = ip);
+                            }
+                            ip
+                        }
+                    };
+                    let ip = match cut(read, &mut stop, watch_stop, hard).await {
                         Cut::Done(ip) => ip,
                         Cut::Stop => {
                             self.abort_toggle(&mut ladder, &mut hard);
@@ -654,7 +832,7 @@ impl Actor {
                         Cut::Late => None,
                     };
                     let now = std::time::Instant::now();
-                    if self.port_open() || self.spec.ip_check_url.is_some() {
+                    if self.port_open() || public {
                         ladder.on_address(ip, now);
                     } else {
                         ladder.on_port_gone(now);
@@ -668,7 +846,45 @@ impl Actor {
                 }
             }
         };
-        self.finish_toggle(started_ms, old_ip, outcome, req);
+        outcome
+    }
+
+    /// A recovery step: the profile's rung for it, run once; it succeeds as soon as the modem
+    /// is registered with an address of its own again (changed or not).
+    async fn recover(&mut self, req: RecoverRequest) {
+        let steps = self.spec.profile.ladder_for(&self.vars);
+        let Some(step) = recovery_rung(&steps, req.step) else {
+            let _ = req.reply.send(Err(format!(
+                "profile {} has no {} step",
+                self.spec.profile.name,
+                match req.step {
+                    RecoverStep::Reconnect => "soft",
+                    RecoverStep::Reboot => "reset",
+                }
+            )));
+            return;
+        };
+        let limits = Limits {
+            require_public: false,
+            max_attempts: 1,
+            max_total: rung_budget(&step, &self.spec.timing.limits),
+            ..self.spec.timing.limits.clone()
+        };
+        log::info!(
+            "modem {}: recovery: {} ({})",
+            self.spec.number,
+            req.step.as_str(),
+            step.name
+        );
+        let restore = self.spec.profile.restore_for(&self.vars);
+        let ladder =
+            Ladder::new(vec![step], None, limits, std::time::Instant::now()).with_restore(restore);
+        let stopped = *self.shutdown.borrow();
+        let result = match self.drive(ladder, stopped, false).await {
+            Outcome::Changed { .. } => Ok(()),
+            Outcome::Failed { reason, .. } | Outcome::Aborted { reason, .. } => Err(reason),
+        };
+        let _ = req.reply.send(result);
     }
 
     /// Shutdown was asked for mid-toggle: the ladder switches to restoring the modem.
@@ -775,13 +991,41 @@ impl Actor {
     }
 }
 
+/// The profile rung a recovery step runs: its first `soft` rung for a reconnect, its first
+/// `reset` rung for a reboot.
+fn recovery_rung(steps: &[Step], step: RecoverStep) -> Option<Step> {
+    let kind = match step {
+        RecoverStep::Reconnect => StepKind::Soft,
+        RecoverStep::Reboot => StepKind::Reset,
+    };
+    steps.iter().find(|s| s.kind == kind).cloned()
+}
+
+/// How long one rung may take in all: its commands, pauses and waits, plus the port's return
+/// (a rebooting modem's port vanishes), bounded by the toggle's own limit or ten minutes.
+fn rung_budget(step: &Step, limits: &Limits) -> Duration {
+    let commands = step
+        .commands
+        .iter()
+        .chain(&step.redial)
+        .fold(Duration::ZERO, |acc, c| {
+            acc.saturating_add(c.timeout).saturating_add(c.pause)
+        });
+    commands
+        .saturating_add(step.settle)
+        .saturating_add(step.wait_registration.unwrap_or_default())
+        .saturating_add(step.wait_address)
+        .saturating_add(limits.port_return)
+        .min(limits.max_total.max(Duration::from_secs(600)))
+}
+
 /// `now + d` on tokio's clock, saturating (see [`later`]).
-fn tokio_later(now: Instant, d: Duration) -> Instant {
+pub(super) fn tokio_later(now: Instant, d: Duration) -> Instant {
     Instant::from_std(later(now.into_std(), d))
 }
 
 /// How an awaited part of a toggle ended.
-enum Cut<T> {
+pub(super) enum Cut<T> {
     Done(T),
     /// Shutdown was asked for first.
     Stop,
@@ -790,7 +1034,7 @@ enum Cut<T> {
 }
 
 /// Runs `fut` unless shutdown is asked for first (while `watch_stop`) or `hard` passes first.
-async fn cut<T>(
+pub(super) async fn cut<T>(
     fut: impl Future<Output = T>,
     stop: &mut watch::Receiver<bool>,
     watch_stop: bool,

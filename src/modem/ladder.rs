@@ -382,6 +382,31 @@ impl Ladder {
         }
     }
 
+    /// The command from the last [`Action::Send`] failed, in words: for shells whose commands
+    /// are not AT commands (a HiLink stick's error code, a refused login), so the reason says
+    /// what really went wrong instead of a bare `ERROR`.
+    pub fn on_failure(&mut self, detail: &str, now: Instant) {
+        if let Phase::Restoring(r) = &mut self.phase {
+            return r.on_response(FinalResult::Error, now);
+        }
+        let Phase::Command {
+            list,
+            idx,
+            awaiting: Some(_),
+        } = self.phase
+        else {
+            return;
+        };
+        let Some(cmd) = self.command(list, idx).cloned() else {
+            return;
+        };
+        if cmd.ignore_error {
+            self.after_command(list, idx, &cmd, now);
+        } else {
+            self.fail_step(format!("{} failed: {detail}", cmd.cmd));
+        }
+    }
+
     /// The shell gave up waiting for the outstanding command or query.
     pub fn on_timeout(&mut self, now: Instant) {
         let poll_interval = self.limits.poll_interval;

@@ -13,9 +13,14 @@
 //! modem, the only owner of its port), [`service`] (all actors and the toggle rules),
 //! [`ipcheck`] (the public address through the modem's interface) and [`sim`] (a simulated
 //! modem on a PTY, for tests and the demo).
+//!
+//! [`hilink`] drives Huawei HiLink sticks over their web API instead of AT: its own pure core,
+//! client and actor, the same handle and status (and the same ladder engine) as AT modems.
 
 pub mod actor;
 pub mod at;
+pub mod heal;
+pub mod hilink;
 pub mod ipcheck;
 pub mod ladder;
 pub mod parse;
@@ -23,3 +28,4 @@ pub mod port;
 pub mod profile;
 pub mod service;
 pub mod sim;
+pub mod usb;

@@ -1,4 +1,6 @@
-//! The modem service: every modem's actor, and the rules for toggling them.
+//! The modem service: every modem's actor, and the rules for toggling them. Actors are of two
+//! kinds ([`AnySpec`]): AT modems on a serial port, and HiLink sticks over their web API; both
+//! publish the same status through the same handle, so nothing above tells them apart.
 //!
 //! One toggle at a time per modem (a second gets [`ToggleError::Busy`], the seed's 409), and at
 //! most `max_parallel` toggles at once across all modems (beyond that
@@ -18,7 +20,9 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::actor::{self, ModemHandle, ModemSpec, ModemStatus, ToggleRequest};
+use super::actor::{self, ModemHandle, ModemSpec, ModemStatus, Request, ToggleRequest};
+use super::heal::supervisor::HealView;
+use super::hilink::{self, HiLinkSpec};
 use super::ladder::{later, Outcome};
 use crate::clock::Clock;
 
@@ -48,31 +52,77 @@ pub struct Toggled {
 /// worth for an actor that was mid-query when the restore deadline passed.
 pub const STOP_SLACK: Duration = Duration::from_secs(3);
 
+/// One modem of either kind: an AT modem on a serial port, or a HiLink stick.
+#[derive(Debug, Clone)]
+pub enum AnySpec {
+    At(Box<ModemSpec>),
+    HiLink(Box<HiLinkSpec>),
+}
+
+impl From<ModemSpec> for AnySpec {
+    fn from(spec: ModemSpec) -> Self {
+        Self::At(Box::new(spec))
+    }
+}
+
+impl From<HiLinkSpec> for AnySpec {
+    fn from(spec: HiLinkSpec) -> Self {
+        Self::HiLink(Box::new(spec))
+    }
+}
+
+impl AnySpec {
+    fn restore_budget(&self) -> Duration {
+        match self {
+            Self::At(s) => s.timing.limits.restore_budget,
+            Self::HiLink(s) => s.timing.limits.restore_budget,
+        }
+    }
+}
+
 pub struct ModemService {
     modems: BTreeMap<u32, ModemHandle>,
     slots: Arc<Semaphore>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// How long [`Self::join`] waits for the actors.
     stop_bound: Duration,
+    /// The healer's fleet numbers (`/metrics`).
+    heal: Arc<HealView>,
 }
 
 impl ModemService {
+    /// Starts one actor per spec, of the spec's kind (`profile = "hilink"` makes a HiLink one).
     pub fn start(
-        specs: Vec<ModemSpec>,
+        specs: Vec<impl Into<AnySpec>>,
         max_parallel: usize,
         clock: Arc<dyn Clock>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let mut modems = BTreeMap::new();
         let mut tasks = Vec::new();
+        let specs: Vec<AnySpec> = specs.into_iter().map(Into::into).collect();
         let stop_bound = specs
             .iter()
-            .map(|s| s.timing.limits.restore_budget)
+            .map(AnySpec::restore_budget)
             .max()
             .unwrap_or_default()
             .saturating_add(STOP_SLACK);
         for spec in specs {
-            let (handle, task) = actor::spawn(spec, Arc::clone(&clock), shutdown.clone());
+            let (handle, task) = match spec {
+                AnySpec::At(spec) => actor::spawn(*spec, Arc::clone(&clock), shutdown.clone()),
+                AnySpec::HiLink(spec) => {
+                    let number = spec.number;
+                    match hilink::actor::spawn(*spec, Arc::clone(&clock), shutdown.clone()) {
+                        Ok(started) => started,
+                        Err(e) => {
+                            // The URL was validated with the configuration; a bad one here is
+                            // a caller's bug, and the other modems still start.
+                            log::error!("modem {number}: cannot start its HiLink actor: {e}");
+                            continue;
+                        }
+                    }
+                }
+            };
             modems.insert(handle.number, handle);
             tasks.push(task);
         }
@@ -81,6 +131,7 @@ impl ModemService {
             slots: Arc::new(Semaphore::new(max_parallel.max(1))),
             tasks: std::sync::Mutex::new(tasks),
             stop_bound,
+            heal: Arc::default(),
         })
     }
 
@@ -95,6 +146,20 @@ impl ModemService {
     /// Is modem `number` ready to carry a dongle lease (see [`ModemStatus::is_ready`])?
     pub fn is_ready(&self, number: u32) -> bool {
         self.modems.get(&number).is_some_and(ModemHandle::is_ready)
+    }
+
+    /// Modem `number`'s handle: the healer probes it and sends it recovery steps.
+    pub fn handle(&self, number: u32) -> Option<&ModemHandle> {
+        self.modems.get(&number)
+    }
+
+    /// The healer's fleet numbers: steps by result, modems recovering, the breaker.
+    pub fn heal_view(&self) -> &Arc<HealView> {
+        &self.heal
+    }
+
+    pub fn handles(&self) -> impl Iterator<Item = &ModemHandle> + '_ {
+        self.modems.values()
     }
 
     pub fn list(&self) -> Vec<ModemStatus> {
@@ -123,7 +188,7 @@ impl ModemService {
         let (reply, answer) = oneshot::channel();
         if modem
             .requests
-            .send(ToggleRequest { reply, permit })
+            .send(Request::Toggle(ToggleRequest { reply, permit }))
             .await
             .is_err()
         {

@@ -24,6 +24,7 @@
 //!   once registered; Huawei, Sierra and Fibocom need their data call redialed (the profiles'
 //!   `redial`), as the real ones do.
 
+pub mod hilink;
 mod machine;
 mod port;
 #[cfg(test)]

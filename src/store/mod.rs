@@ -18,10 +18,15 @@
 //! and is pruned by end time ([`Store::prune_ended`], through an index by end time); the schema
 //! version has migrations. Host changes are plain text keys and values
 //! ([`Store::remember_host_change`] keeps the first value, durably); what a value means, such
-//! as which boot it belongs to, is the caller's business. Nothing outside this module names a
-//! redb table.
+//! as which boot it belongs to, is the caller's business. Accounts (users, refresh families,
+//! sessions, signing secrets) are in [`accounts`]. Nothing outside this module names a redb
+//! table.
 
+pub mod accounts;
+pub mod firewall;
+pub mod ops;
 pub mod records;
+pub mod vms;
 
 use std::fs;
 use std::io;
@@ -32,6 +37,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use accounts::{
+    Pruned, RefreshFamilyRecord, SecretRecord, SessionRecord, UserConflict, UserRecord,
+};
+pub use ops::{NotificationRecord, TaskRecord};
 pub use records::{
     EndReason, Ended, EndedLease, ExitRecord, Holder, LeaseId, LeaseRecord, ReleaseReport,
 };
@@ -42,10 +51,17 @@ use crate::clock::UnixMillis;
 ///
 /// - 1: exits, active leases, ended leases (which still held their private keys).
 /// - 2: ended leases without private keys, plus `leases_ended_at` (end time, id) for pruning.
+/// - 3: accounts ([`accounts`]: users and their name/email indexes, refresh families,
+///   sessions, signing secrets). The tables alone would need no migration, but a schema-2
+///   edgeward has no accounts and would serve a box that has them without any login: the bump
+///   makes it refuse the file instead.
+/// - 4: VMs ([`vms`]: VM records and their name index, snapshot records, quotas). The bump
+///   again keeps an edgeward without VM records from serving a box whose VMs it cannot see.
 ///
-/// `host_changes` came later without a bump: a new table needs no migration ([`Store::open`]
+/// `host_changes` and the operations tables ([`ops`]: tasks, their logs, notifications and
+/// read marks) came later without a bump: a new table needs no migration ([`Store::open`]
 /// creates any missing table) and an older edgeward ignores a table it does not know.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 5;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const EXITS: TableDefinition<&str, &[u8]> = TableDefinition::new("exits");
@@ -156,11 +172,29 @@ impl Store {
                     })
                 }
                 Some(v) if v == SCHEMA_VERSION => {}
-                Some(1) => {
-                    let n = self.scrub_history(&txn)?;
+                Some(v @ (1..=4)) => {
+                    if v == 1 {
+                        let n = self.scrub_history(&txn)?;
+                        log::info!(
+                            "store {}: schema 1 -> 2: {n} ended lease(s) kept without their private keys",
+                            self.path.display()
+                        );
+                    }
+                    // 2 -> 3: the accounts tables; 3 -> 4: the VM tables; created below.
+                    if v < 4 {
+                        log::info!(
+                            "store {}: schema {v} -> 4: {} tables added",
+                            self.path.display(),
+                            if v < 3 { "accounts and VM" } else { "VM" }
+                        );
+                    }
+                    // 4 -> 5: VMs get their vmid.
+                    vms::create_tables(self, &txn)?;
+                    let n = vms::assign_vmids(self, &txn, &mut meta)?;
                     log::info!(
-                        "store {}: schema 1 -> {SCHEMA_VERSION}: {n} ended lease(s) kept without their private keys",
-                        self.path.display()
+                        "store {}: schema {v} -> {SCHEMA_VERSION}: {n} VM(s) numbered from {}",
+                        self.path.display(),
+                        vms::FIRST_VMID
                     );
                     meta.insert(KEY_SCHEMA, SCHEMA_VERSION)
                         .map_err(|e| self.db_err(e))?;
@@ -178,6 +212,10 @@ impl Store {
             txn.open_table(LEASES_ENDED_AT)
                 .map_err(|e| self.db_err(e))?;
             txn.open_table(HOST_CHANGES).map_err(|e| self.db_err(e))?;
+            accounts::create_tables(self, &txn)?;
+            vms::create_tables(self, &txn)?;
+            ops::create_tables(self, &txn)?;
+            firewall::create_tables(self, &txn)?;
         }
         txn.commit().map_err(|e| self.db_err(e))
     }
@@ -439,6 +477,22 @@ impl Store {
             }
         }
         txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Every row of a `u64`-keyed table of JSON records, in key order.
+    fn all_rows<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        name: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = txn.open_table(table).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            out.push(self.decode(name, k.value(), v.value())?);
+        }
+        Ok(out)
     }
 
     fn decode<K: std::fmt::Display, T: DeserializeOwned>(
@@ -746,6 +800,115 @@ mod tests {
         assert_eq!(store.prune_ended(50, 10).unwrap(), 0);
         assert_eq!(store.prune_ended(51, 10).unwrap(), 1);
         assert_eq!(store.ended_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_schema_2_store_gains_the_accounts_tables_and_keeps_its_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let kept = lease(3);
+        {
+            // A version-2 file: leases and history, no accounts tables.
+            let store = Store::open(&path).unwrap();
+            store
+                .apply(&[
+                    StoreOp::PutLease(kept.clone()),
+                    StoreOp::EndLease(ended(lease(2), 40)),
+                ])
+                .unwrap();
+            let txn = store.db.begin_write().unwrap();
+            for table in [
+                "users",
+                "users_by_name",
+                "users_by_email",
+                "auth_families",
+                "auth_sessions",
+                "auth_secrets",
+            ] {
+                let def: TableDefinition<&str, &[u8]> = TableDefinition::new(table);
+                assert!(txn.delete_table(def).unwrap(), "{table}");
+            }
+            txn.commit().unwrap();
+            set_schema(&store, 2);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let snap = store.load().unwrap();
+        assert_eq!(snap.active_leases.len(), 1);
+        assert_eq!(snap.active_leases[0].public_key, kept.public_key);
+        assert_eq!(store.ended_count().unwrap(), 1);
+        assert_eq!(snap.next_lease_id, 4);
+        // The accounts tables are there and empty.
+        assert_eq!(store.user_count().unwrap(), 0);
+        assert!(store.users().unwrap().is_empty());
+        assert_eq!(store.secret("access").unwrap(), None);
+        assert_eq!(store.session("x").unwrap(), None);
+        assert_eq!(store.refresh_family("x").unwrap(), None);
+    }
+
+    #[test]
+    fn a_schema_3_store_gains_the_vm_tables_and_keeps_its_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            // A version-3 file: leases and accounts, no VM tables.
+            let store = Store::open(&path).unwrap();
+            store.apply(&[StoreOp::PutLease(lease(5))]).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            for table in ["vms", "vm_snapshots", "vm_quotas"] {
+                let def: TableDefinition<u64, &[u8]> = TableDefinition::new(table);
+                assert!(txn.delete_table(def).unwrap(), "{table}");
+            }
+            let def: TableDefinition<&str, u64> = TableDefinition::new("vms_by_name");
+            assert!(txn.delete_table(def).unwrap());
+            txn.commit().unwrap();
+            set_schema(&store, 3);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.load().unwrap().active_leases.len(), 1);
+        assert!(store.vms().unwrap().is_empty());
+        assert!(store.snapshots().unwrap().is_empty());
+        assert!(store.quotas().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_schema_4_store_numbers_its_vms_from_100_in_id_order_and_never_reuses_a_vmid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let old = |id: u64, name: &str| {
+            format!(
+                r#"{{"id":{id},"uuid":"u{id}","name":"{name}","cpu":1,"memory_mb":512,"status":"Stopped","os_type":"ubuntu-server","owner_id":1,"mac":"52:54:00:00:00:0{id}","disk_path":"","created_at":1,"updated_at":1}}"#
+            )
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            // Written by schema 4: no vmid field.
+            put_raw(&store, vms::VMS, 7, old(7, "later").as_bytes());
+            put_raw(&store, vms::VMS, 3, old(3, "first").as_bytes());
+            set_schema(&store, 4);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let vmids: Vec<_> = store
+            .vms()
+            .unwrap()
+            .iter()
+            .map(|v| (v.id, v.vmid))
+            .collect();
+        assert_eq!(vmids, [(3, 100), (7, 101)]);
+        let mut new = store.vms().unwrap()[0].clone();
+        new.name = "new".into();
+        let made = store.insert_vm(&new).unwrap().unwrap();
+        assert_eq!(made.vmid, 102);
+        assert!(store.delete_vm(made.id).unwrap().is_some());
+        new.name = "newer".into();
+        assert_eq!(store.insert_vm(&new).unwrap().unwrap().vmid, 103);
+        drop(store);
+        // Opening again changes nothing.
+        let store = Store::open(&path).unwrap();
+        let again: Vec<_> = store.vms().unwrap().iter().map(|v| v.vmid).collect();
+        assert_eq!(again, [100, 101, 103]);
     }
 
     #[test]

@@ -21,6 +21,12 @@
 //! - `rp_filter` on D is loosened to 2 where the effective value (max of `all` and D) is 1:
 //!   replies to edgeward's own requests out of D fail the strict reverse lookup otherwise.
 //!
+//! A dongle whose modem interface is not known yet (configured by `usb_path`, device not
+//! plugged in) has an empty `netdev`: it gets its subnet rule and the kill switch, and no `oif`
+//! rule (an `oif ""` rule is one the kernel never shows back). When the modem comes back under
+//! another name (USB re-enumeration), [`rename`] points the dongle at it and the next plan moves
+//! its `oif` rule and default route there, touching no other dongle.
+//!
 //! Owned ranges: rule preferences and tables [`FIRST_TABLE`]..=[`LAST_TABLE`], and routes with
 //! protocol [`PROTO`] in `main`. Anything else found there is a stray (a dongle removed from the
 //! config, a crash's leftover) and is deleted.
@@ -170,6 +176,8 @@ pub enum LinkState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressState {
     pub number: u32,
+    /// The interface the dongle's egress points at (empty: none known yet).
+    pub netdev: String,
     pub link: LinkState,
     /// The modem interface's first IPv4 address.
     pub address: Option<Ipv4Addr>,
@@ -186,6 +194,7 @@ impl EgressState {
     pub fn stand_in(number: u32) -> Self {
         Self {
             number,
+            netdev: String::new(),
             link: LinkState::Up,
             address: None,
             gateway: None,
@@ -193,6 +202,49 @@ impl EgressState {
             mtu: None,
         }
     }
+}
+
+/// A dongle's egress went down or came back between two readings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressChange {
+    /// Its traffic has no way out now (the kill switch holds): the interface is `link`.
+    Lost {
+        number: u32,
+        netdev: String,
+        link: LinkState,
+    },
+    /// Its traffic leaves through its modem again.
+    Restored { number: u32, netdev: String },
+}
+
+impl EgressState {
+    /// Traffic can leave: the interface is up with an address and routed.
+    pub fn carries(&self) -> bool {
+        self.link == LinkState::Up && self.routed
+    }
+}
+
+/// The dongles whose egress went down or came back from `before` to `after` (dongles in only
+/// one of them are not a change: they were added or the service stopped).
+pub fn changes(before: &[EgressState], after: &[EgressState]) -> Vec<EgressChange> {
+    after
+        .iter()
+        .filter_map(|now| {
+            let was = before.iter().find(|b| b.number == now.number)?;
+            match (was.carries(), now.carries()) {
+                (true, false) => Some(EgressChange::Lost {
+                    number: now.number,
+                    netdev: now.netdev.clone(),
+                    link: now.link,
+                }),
+                (false, true) => Some(EgressChange::Restored {
+                    number: now.number,
+                    netdev: now.netdev.clone(),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 fn default_net() -> Ipv4Net {
@@ -217,12 +269,14 @@ pub fn plan(dongles: &[DongleRoute], tun: &str, view: &HostView) -> (Vec<NetOp>,
             src: Some(d.subnet),
             oif: None,
         });
-        want_rules.push(Rule {
-            pref: d.table,
-            table: d.table,
-            src: None,
-            oif: Some(d.netdev.clone()),
-        });
+        if !d.netdev.is_empty() {
+            want_rules.push(Rule {
+                pref: d.table,
+                table: d.table,
+                src: None,
+                oif: Some(d.netdev.clone()),
+            });
+        }
         want_routes.push(Route {
             table: d.table,
             dst: default_net(),
@@ -246,7 +300,10 @@ pub fn plan(dongles: &[DongleRoute], tun: &str, view: &HostView) -> (Vec<NetOp>,
             });
         }
 
-        let link = view.links.iter().find(|l| l.name == d.netdev);
+        let link = view
+            .links
+            .iter()
+            .find(|l| !d.netdev.is_empty() && l.name == d.netdev);
         let address = link.and_then(|l| {
             view.addrs
                 .iter()
@@ -284,6 +341,7 @@ pub fn plan(dongles: &[DongleRoute], tun: &str, view: &HostView) -> (Vec<NetOp>,
         }
         states.push(EgressState {
             number: d.number,
+            netdev: d.netdev.clone(),
             link: state,
             address,
             gateway,
@@ -319,6 +377,17 @@ pub fn plan(dongles: &[DongleRoute], tun: &str, view: &HostView) -> (Vec<NetOp>,
     }
     ops.extend(sysctls);
     (ops, states)
+}
+
+/// Points dongle `number` at interface `netdev` (its modem came back under another name);
+/// returns the name it had, or `None` when nothing changed (unknown dongle, same name, or an
+/// empty name: a modem that is away keeps its last interface, and the kill switch holds).
+pub fn rename(dongles: &mut [DongleRoute], number: u32, netdev: &str) -> Option<String> {
+    let d = dongles.iter_mut().find(|d| d.number == number)?;
+    if netdev.is_empty() || d.netdev == netdev {
+        return None;
+    }
+    Some(std::mem::replace(&mut d.netdev, netdev.to_owned()))
 }
 
 /// The gateway of a route the host itself installed out of `index` in `main` (what its DHCP
@@ -677,6 +746,142 @@ mod tests {
         assert!(v.routes.is_empty());
     }
 
+    /// Two dongles settled on wwan17 (index 5) and wwan18 (index 6), both up with addresses.
+    fn two_settled() -> (Vec<DongleRoute>, HostView) {
+        let mut v = host(true, true);
+        v.rp_filter_all = 1; // strict: each modem's own is loosened
+        v.links.push(link(6, "wwan18", true));
+        v.addrs.push(Addr {
+            index: 6,
+            net: "192.168.8.100/24".parse().unwrap(),
+        });
+        let g = Some("192.168.8.1".parse().unwrap());
+        let dongles = vec![
+            DongleRoute::new(17, "wwan17", g),
+            DongleRoute::new(18, "wwan18", g),
+        ];
+        let (v, _) = settled(&dongles, v);
+        (dongles, v)
+    }
+
+    fn mentions(op: &NetOp, table: u32, netdev: &str) -> bool {
+        match op {
+            NetOp::AddRule(r) | NetOp::DelRule(r) => {
+                r.pref == table || r.table == table || r.oif.as_deref() == Some(netdev)
+            }
+            NetOp::AddRoute(r) | NetOp::DelRoute(r) => {
+                r.table == table || r.dst == "10.8.18.0/24".parse().unwrap()
+            }
+            NetOp::SetRpFilter { netdev: n, .. } => n == netdev,
+        }
+    }
+
+    #[test]
+    fn a_re_enumerated_dongle_moves_to_its_new_interface_and_the_others_are_untouched() {
+        let (mut dongles, mut v) = two_settled();
+        assert_eq!(v.rp_filter.get("wwan18"), Some(&2));
+        // USB re-enumeration: wwan17 (index 5) goes away, the same modem comes back as
+        // wwan23 (index 9); the kernel took the routes out of index 5 with it.
+        v.links.retain(|l| l.index != 5);
+        v.addrs.retain(|a| a.index != 5);
+        v.routes.retain(|r| r.oif != Some(5));
+        v.links.push(link(9, "wwan23", true));
+        v.addrs.push(Addr {
+            index: 9,
+            net: "192.168.8.100/24".parse().unwrap(),
+        });
+        assert_eq!(
+            rename(&mut dongles, 17, "wwan23").as_deref(),
+            Some("wwan17")
+        );
+        let (ops, states) = plan(&dongles, TUN, &v);
+        assert!(
+            !ops.iter().any(|o| mentions(o, 1018, "wwan18")),
+            "dongle 18 was touched: {ops:?}"
+        );
+        assert!(ops.contains(&NetOp::DelRule(Rule {
+            pref: 1017,
+            table: 1017,
+            src: None,
+            oif: Some("wwan17".into()),
+        })));
+        assert!(ops.contains(&NetOp::SetRpFilter {
+            netdev: "wwan23".into(),
+            value: 2
+        }));
+        assert_eq!(states[0].netdev, "wwan23");
+        assert_eq!(states[0].link, LinkState::Up);
+        let before_18: Vec<Route> = table(&v, 1018);
+        v.apply(&ops);
+        assert!(plan(&dongles, TUN, &v).0.is_empty(), "not idempotent");
+        assert_eq!(table(&v, 1018), before_18);
+        let t = table(&v, 1017);
+        assert!(t
+            .iter()
+            .any(|r| r.kind == RouteKind::Unicast && r.oif == Some(9)));
+        assert!(t.iter().any(|r| r.kind == RouteKind::Unreachable));
+        assert!(v.rules.iter().any(|r| r.oif.as_deref() == Some("wwan23")));
+        assert!(!v.rules.iter().any(|r| r.oif.as_deref() == Some("wwan17")));
+        assert!(v.rules.iter().any(|r| r.oif.as_deref() == Some("wwan18")));
+    }
+
+    #[test]
+    fn a_rename_while_the_old_interface_still_exists_takes_its_route_off_it() {
+        let (mut dongles, mut v) = two_settled();
+        // The modem's new interface appears while another device holds the old name.
+        v.links.push(link(9, "wwan23", true));
+        v.addrs.push(Addr {
+            index: 9,
+            net: "192.168.8.100/24".parse().unwrap(),
+        });
+        rename(&mut dongles, 17, "wwan23");
+        let (ops, _) = plan(&dongles, TUN, &v);
+        assert!(ops
+            .iter()
+            .any(|o| matches!(o, NetOp::DelRoute(r) if r.table == 1017 && r.oif == Some(5))));
+        assert!(!ops.iter().any(|o| mentions(o, 1018, "wwan18")), "{ops:?}");
+        v.apply(&ops);
+        let t = table(&v, 1017);
+        assert!(t.iter().all(|r| r.oif != Some(5)), "{t:?}");
+        assert!(t.iter().any(|r| r.oif == Some(9)));
+    }
+
+    #[test]
+    fn renaming_to_the_same_or_no_name_or_an_unknown_dongle_changes_nothing() {
+        let mut dongles = vec![DongleRoute::new(17, "wwan17", None)];
+        assert_eq!(rename(&mut dongles, 17, "wwan17"), None);
+        assert_eq!(rename(&mut dongles, 17, ""), None);
+        assert_eq!(rename(&mut dongles, 3, "wwan3"), None);
+        assert_eq!(dongles[0].netdev, "wwan17");
+    }
+
+    #[test]
+    fn a_dongle_without_an_interface_yet_gets_the_kill_switch_and_no_oif_rule() {
+        let d = DongleRoute::new(17, "", None);
+        let (v, states) = settled(std::slice::from_ref(&d), host(true, true));
+        assert_eq!(states[0].link, LinkState::Missing);
+        assert!(!states[0].routed);
+        assert_eq!(
+            v.rules,
+            vec![Rule {
+                pref: 1017,
+                table: 1017,
+                src: Some(d.subnet),
+                oif: None
+            }]
+        );
+        let t = table(&v, 1017);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].kind, RouteKind::Unreachable);
+        assert!(!v.rp_filter.contains_key(""));
+        // Its interface appears: the dongle is routed out of it.
+        let mut dongles = vec![d];
+        rename(&mut dongles, 17, "wwan17");
+        let (v, states) = settled(&dongles, v);
+        assert_eq!(states[0].link, LinkState::Up);
+        assert!(v.rules.iter().any(|r| r.oif.as_deref() == Some("wwan17")));
+    }
+
     fn arb_route() -> impl Strategy<Value = Route> {
         (
             prop_oneof![Just(MAIN_TABLE), 998u32..1020],
@@ -763,5 +968,61 @@ mod tests {
                 prop_assert!(defaults <= 1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+
+    fn state(number: u32, link: LinkState, routed: bool) -> EgressState {
+        EgressState {
+            netdev: format!("wwan{number}"),
+            link,
+            routed,
+            ..EgressState::stand_in(number)
+        }
+    }
+
+    #[test]
+    fn egress_lost_and_back_are_changes_nothing_else_is() {
+        let before = [
+            state(1, LinkState::Up, true),
+            state(2, LinkState::Missing, false),
+            state(3, LinkState::Up, true),
+            state(4, LinkState::NoAddress, false),
+        ];
+        let after = [
+            state(1, LinkState::Down, false),
+            state(2, LinkState::Up, true),
+            state(3, LinkState::Up, true),
+            state(4, LinkState::Down, false),
+            state(5, LinkState::Missing, false),
+        ];
+        assert_eq!(
+            changes(&before, &after),
+            vec![
+                EgressChange::Lost {
+                    number: 1,
+                    netdev: "wwan1".into(),
+                    link: LinkState::Down
+                },
+                EgressChange::Restored {
+                    number: 2,
+                    netdev: "wwan2".into()
+                },
+            ]
+        );
+        // Up but without its route (the kill switch holds) does not carry traffic.
+        assert_eq!(
+            changes(
+                &[state(7, LinkState::Up, true)],
+                &[state(7, LinkState::Up, false)]
+            )
+            .len(),
+            1
+        );
+        assert!(changes(&after, &after).is_empty());
+        assert!(changes(&[], &after).is_empty());
     }
 }

@@ -43,7 +43,10 @@ pub fn nat_ruleset(subnets: &[Ipv4Net], tun: &str) -> String {
 /// LTE otherwise black-holes large TLS handshakes), before any `accept` ends the chain; then the
 /// dongle kill switch (a dongle's traffic leaving by anything but its modem is dropped, should
 /// routing ever send it elsewhere); then forwarding from the TUN and replies back to it.
-/// `oifname` is a string match, so a netdev that does not exist (unplugged) is fine.
+/// `oifname` is a string match, so a netdev that does not exist (unplugged) is fine; a dongle
+/// with no netdev known yet (`""`) gets no masquerade and all its forwarded traffic dropped.
+/// After a modem's re-enumeration the egress service writes the ruleset again with its new
+/// name: one transaction, so there is no moment without the kill switch.
 pub fn ruleset(plan: &NatPlan<'_>) -> String {
     let tun = plan.tun;
     let set: Vec<String> = plan.pools.iter().map(ToString::to_string).collect();
@@ -63,7 +66,7 @@ pub fn ruleset(plan: &NatPlan<'_>) -> String {
             set.join(", ")
         );
     }
-    for (subnet, netdev) in plan.dongles {
+    for (subnet, netdev) in plan.dongles.iter().filter(|(_, n)| !n.is_empty()) {
         let _ = writeln!(s, "    ip saddr {subnet} oifname \"{netdev}\" masquerade");
     }
     let _ = writeln!(s, "  }}");
@@ -79,10 +82,15 @@ pub fn ruleset(plan: &NatPlan<'_>) -> String {
         );
     }
     for (subnet, netdev) in plan.dongles {
-        let _ = writeln!(
-            s,
-            "    iifname \"{tun}\" ip saddr {subnet} oifname != \"{netdev}\" drop"
-        );
+        // No interface known yet (its USB device is away): all of its traffic is dropped.
+        let _ = if netdev.is_empty() {
+            writeln!(s, "    iifname \"{tun}\" ip saddr {subnet} drop")
+        } else {
+            writeln!(
+                s,
+                "    iifname \"{tun}\" ip saddr {subnet} oifname != \"{netdev}\" drop"
+            )
+        };
     }
     let _ = writeln!(s, "    iifname \"{tun}\" accept");
     let _ = writeln!(
@@ -198,5 +206,25 @@ table inet edgeward {
 }
 "#;
         assert_eq!(r, want);
+    }
+
+    #[test]
+    fn a_dongle_without_an_interface_is_dropped_whole_and_never_masqueraded() {
+        let dongles = [
+            ("10.8.17.0/24".parse().unwrap(), ""),
+            ("10.8.18.0/24".parse().unwrap(), "eth1"),
+        ];
+        let r = ruleset(&NatPlan {
+            tun: "ew0",
+            pools: &[],
+            dongles: &dongles,
+        });
+        assert!(
+            r.contains("    iifname \"ew0\" ip saddr 10.8.17.0/24 drop\n"),
+            "{r}"
+        );
+        assert!(!r.contains("oifname \"\""), "{r}");
+        assert!(!r.contains("10.8.17.0/24 oifname"), "{r}");
+        assert!(r.contains("ip saddr 10.8.18.0/24 oifname \"eth1\" masquerade"));
     }
 }

@@ -9,6 +9,15 @@
 //! the value found there first is kept in a [`HostLedger`] (the caller backs it with durable
 //! storage, so a `kill -9` does not turn edgeward's own "2" into the "original") and restored at
 //! stop. Stopping removes every rule and route edgeward owns (planning for no dongles).
+//!
+//! A modem's interface can change name (USB re-enumeration: `wwan0` comes back as `wwan1`).
+//! [`EgressHandle::set_netdevs`] hands the new names to the thread, which re-plans at once (the
+//! old `oif` rule and any route left on the old device go, the new ones come), restores the old
+//! device's `rp_filter` when it still exists, and — when it was started with the nftables plan
+//! ([`EgressService::spawn_with_nat`]) — writes the ruleset again with the new `oifname`, in
+//! one transaction. The thread also publishes the names of the host's interfaces
+//! ([`EgressHandle::links`]), changed only when an interface appears, goes or is renamed: what
+//! the caller watches to learn that a modem's interface may have come back.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -36,6 +45,7 @@ use tokio::sync::watch;
 use super::egress::{
     self, DongleRoute, EgressState, HostView, Link, NetOp, Route, RouteKind, Rule,
 };
+use super::net;
 
 /// The longest the service goes without re-reading the host.
 pub const RESYNC: Duration = Duration::from_secs(5);
@@ -476,16 +486,71 @@ fn restore_rp_filter(netdev: &str, ledger: &dyn HostLedger) {
     ledger.forget(&key);
 }
 
+/// A name the kernel could give an interface and that is safe inside an nftables string and a
+/// `/proc/sys` path: 1–15 bytes of letters, digits, `-`, `_`, `.`, `@` (not `.` or `..`).
+pub fn valid_netdev_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+}
+
+/// A dongle moved from interface `old` to `new`. A device still called `old` gets its
+/// `rp_filter` back. Otherwise the device was renamed (`ip link set name`, udev: the same
+/// device, still carrying edgeward's value) or replaced (re-enumerated: a new device with the
+/// host's default, which is what the old one had before edgeward): either way the recorded
+/// original now belongs to `new`, and is restored there at stop.
+fn hand_over_rp_filter(old: &str, new: &str, ledger: &dyn HostLedger) {
+    let old_key = rp_filter_key(old);
+    let Some(value) = ledger.recall(&old_key) else {
+        return;
+    };
+    let still_there = rp_filter_path(old).is_some_and(|p| std::path::Path::new(&p).exists());
+    if still_there {
+        restore_rp_filter(old, ledger);
+        return;
+    }
+    ledger.forget(&old_key);
+    ledger.remember(&rp_filter_key(new), &value);
+}
+
 /// Keeps the dongles' egress right (see the module docs).
 pub struct EgressService;
 
 impl EgressService {
     /// Starts the service thread in the caller's network namespace. It stops (and cleans up)
     /// when `shutdown` turns true or at [`EgressHandle::stop`]. Fails if netlink cannot be opened
-    /// or the first reconciliation cannot read the host.
+    /// or the first reconciliation cannot read the host. The nftables ruleset is left to the
+    /// caller (see [`EgressService::spawn_with_nat`]).
     pub fn spawn(
         dongles: Vec<DongleRoute>,
         tun: &str,
+        ledger: Arc<dyn HostLedger>,
+        shutdown: watch::Receiver<bool>,
+    ) -> io::Result<EgressHandle> {
+        Self::start(dongles, tun, None, ledger, shutdown)
+    }
+
+    /// [`EgressService::spawn`], and the service also owns the dongles' part of the nftables
+    /// ruleset from then on: when a dongle's interface changes, it writes [`net::ruleset`] for
+    /// `pools` and the dongles again (the caller applied the first one).
+    pub fn spawn_with_nat(
+        dongles: Vec<DongleRoute>,
+        tun: &str,
+        pools: Vec<Ipv4Net>,
+        ledger: Arc<dyn HostLedger>,
+        shutdown: watch::Receiver<bool>,
+    ) -> io::Result<EgressHandle> {
+        Self::start(dongles, tun, Some(pools), ledger, shutdown)
+    }
+
+    fn start(
+        dongles: Vec<DongleRoute>,
+        tun: &str,
+        pools: Option<Vec<Ipv4Net>>,
         ledger: Arc<dyn HostLedger>,
         shutdown: watch::Receiver<bool>,
     ) -> io::Result<EgressHandle> {
@@ -498,12 +563,22 @@ impl EgressService {
         events.set_non_blocking(true)?;
         let states = Arc::new(Mutex::new(BTreeMap::new()));
         let stop = Arc::new(AtomicU8::new(RUN));
+        let (links_tx, links) = watch::channel(Vec::new());
+        let (states_tx, states_rx) = watch::channel(Vec::new());
+        let (renames_tx, renames) = std::sync::mpsc::channel();
         let mut worker = Worker {
             dongles,
             tun: tun.to_owned(),
             ledger,
             states: states.clone(),
             warned: Default::default(),
+            links: links_tx,
+            states_tx,
+            renames,
+            nat: pools.map(|pools| Nat {
+                pools,
+                dirty: false,
+            }),
         };
         worker.reconcile(&mut nl)?;
         let flag = stop.clone();
@@ -515,8 +590,22 @@ impl EgressService {
             stop,
             thread: Mutex::new(Some(thread)),
             stand_in: false,
+            links,
+            states_rx,
+            renames: Some(Mutex::new(renames_tx)),
         })
     }
+}
+
+/// A batch of dongles' new interface names, planned as one.
+type Renames = Vec<(u32, String)>;
+
+/// The nftables plan the service re-applies when a dongle's interface changes.
+struct Nat {
+    pools: Vec<Ipv4Net>,
+    /// The ruleset on the host has an old name in it (the last write failed, or a rename is
+    /// waiting for it): write it again.
+    dirty: bool,
 }
 
 struct Worker {
@@ -525,15 +614,94 @@ struct Worker {
     ledger: Arc<dyn HostLedger>,
     states: Arc<Mutex<BTreeMap<u32, EgressState>>>,
     warned: std::collections::BTreeSet<u32>,
+    /// The host's interface names as of the last reading.
+    links: watch::Sender<Vec<String>>,
+    /// Every dongle's egress, sent when it changes.
+    states_tx: watch::Sender<Vec<EgressState>>,
+    renames: std::sync::mpsc::Receiver<Renames>,
+    nat: Option<Nat>,
 }
 
 impl Worker {
     fn netdevs(&self) -> Vec<String> {
-        self.dongles.iter().map(|d| d.netdev.clone()).collect()
+        self.dongles
+            .iter()
+            .filter(|d| !d.netdev.is_empty())
+            .map(|d| d.netdev.clone())
+            .collect()
+    }
+
+    /// Takes every rename waiting (so a batch is planned as one); true if any changed a name.
+    fn take_renames(&mut self) -> bool {
+        let mut changed = false;
+        while let Ok(batch) = self.renames.try_recv() {
+            for (number, netdev) in batch {
+                if !valid_netdev_name(&netdev) {
+                    log::warn!("egress: dongle {number}: refusing interface name {netdev:?}");
+                    continue;
+                }
+                let Some(old) = egress::rename(&mut self.dongles, number, &netdev) else {
+                    continue;
+                };
+                log::info!(
+                    "egress: dongle {number} follows its modem to {netdev} (was {})",
+                    if old.is_empty() { "none" } else { &old }
+                );
+                // The old device keeps nothing of ours (unless another dongle uses that name
+                // now): see `hand_over_rp_filter`.
+                if !old.is_empty() && !self.dongles.iter().any(|d| d.netdev == old) {
+                    hand_over_rp_filter(&old, &netdev, self.ledger.as_ref());
+                }
+                changed = true;
+            }
+        }
+        if changed {
+            if let Some(nat) = &mut self.nat {
+                nat.dirty = true;
+            }
+        }
+        changed
+    }
+
+    /// Writes the nftables ruleset again when a dongle's interface changed since the last write.
+    fn write_nat(&mut self) {
+        let Some(nat) = &mut self.nat else {
+            return;
+        };
+        if !nat.dirty {
+            return;
+        }
+        let dongles: Vec<(Ipv4Net, &str)> = self
+            .dongles
+            .iter()
+            .map(|d| (d.subnet, d.netdev.as_str()))
+            .collect();
+        let plan = net::NatPlan {
+            tun: &self.tun,
+            pools: &nat.pools,
+            dongles: &dongles,
+        };
+        match net::apply(&net::ruleset(&plan)) {
+            Ok(()) => nat.dirty = false,
+            // The old ruleset still drops what does not leave by the old name: safe, retried.
+            Err(e) => log::error!("egress: cannot rewrite the nftables ruleset: {e:#}"),
+        }
     }
 
     fn reconcile(&mut self, nl: &mut Netlink) -> io::Result<()> {
         let view = nl.view(&self.netdevs())?;
+        let mut names: Vec<String> = view.links.iter().map(|l| l.name.clone()).collect();
+        names.sort();
+        self.links.send_if_modified(|now| {
+            let changed = *now != names;
+            if changed {
+                *now = names;
+            }
+            changed
+        });
+        // nftables first: from here on, only the new name carries the dongle's traffic, and
+        // until the routes below move there, nothing does (the kill switch holds).
+        self.write_nat();
         let (ops, states) = egress::plan(&self.dongles, &self.tun, &view);
         self.warn_about_main_defaults(&view);
         if !ops.is_empty() {
@@ -557,6 +725,9 @@ impl Worker {
                         }
                     );
                 }
+            }
+            if before != states {
+                self.states_tx.send_replace(states.clone());
             }
             m.clear();
             m.extend(states.into_iter().map(|s| (s.number, s)));
@@ -588,6 +759,9 @@ impl Worker {
                         break;
                     }
                 }
+            }
+            if self.take_renames() {
+                changed = true;
             }
             if changed || last.elapsed() >= RESYNC {
                 last = Instant::now();
@@ -651,6 +825,9 @@ pub struct EgressHandle {
     stop: Arc<AtomicU8>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stand_in: bool,
+    links: watch::Receiver<Vec<String>>,
+    states_rx: watch::Receiver<Vec<EgressState>>,
+    renames: Option<Mutex<std::sync::mpsc::Sender<Renames>>>,
 }
 
 impl EgressHandle {
@@ -661,6 +838,42 @@ impl EgressHandle {
             stop: Arc::default(),
             thread: Mutex::new(None),
             stand_in: true,
+            links: watch::channel(Vec::new()).1,
+            states_rx: watch::channel(Vec::new()).1,
+            renames: None,
+        }
+    }
+
+    /// Whether this is the stand-in (no host changes, nothing to follow).
+    pub fn is_stand_in(&self) -> bool {
+        self.stand_in
+    }
+
+    /// The host's interface names, sorted; changes when one appears, goes or is renamed.
+    pub fn links(&self) -> watch::Receiver<Vec<String>> {
+        self.links.clone()
+    }
+
+    /// Every dongle's egress, changing whenever a reconciliation changes it (the stand-in's
+    /// never changes).
+    pub fn watch_states(&self) -> watch::Receiver<Vec<EgressState>> {
+        self.states_rx.clone()
+    }
+
+    /// Dongle `number`'s modem has its interface at `netdev` now: see the module docs.
+    pub fn set_netdev(&self, number: u32, netdev: &str) {
+        self.set_netdevs(vec![(number, netdev.to_owned())]);
+    }
+
+    /// Several dongles at once, planned together (two modems that swapped names never share
+    /// one). Names that are not valid interface names are refused (logged); the service
+    /// applies the rest within one tick.
+    pub fn set_netdevs(&self, changes: Renames) {
+        let Some(tx) = &self.renames else {
+            return;
+        };
+        if let Ok(tx) = tx.lock() {
+            let _ = tx.send(changes);
         }
     }
 
@@ -818,11 +1031,50 @@ mod tests {
     }
 
     #[test]
+    fn a_renamed_or_replaced_interface_hands_its_original_rp_filter_to_the_new_name() {
+        let l = MemoryLedger::default();
+        // Names no host has: the old device is gone (renamed or re-enumerated).
+        l.remember(&rp_filter_key("ewgone0"), "1");
+        hand_over_rp_filter("ewgone0", "ewgone1", &l);
+        assert_eq!(l.recall(&rp_filter_key("ewgone0")), None);
+        assert_eq!(l.recall(&rp_filter_key("ewgone1")).as_deref(), Some("1"));
+        // The new name already has its own original: that one stays.
+        l.remember(&rp_filter_key("ewgone2"), "0");
+        l.remember(&rp_filter_key("ewgone1"), "2");
+        hand_over_rp_filter("ewgone2", "ewgone1", &l);
+        assert_eq!(l.recall(&rp_filter_key("ewgone1")).as_deref(), Some("1"));
+        // Nothing recorded: nothing to hand over.
+        hand_over_rp_filter("ewgone3", "ewgone4", &l);
+        assert_eq!(l.recall(&rp_filter_key("ewgone4")), None);
+    }
+
+    #[test]
+    fn only_plain_interface_names_reach_nftables_and_proc() {
+        for ok in ["wwan0", "enx0c5b8f279a64", "eth1.100", "usb0@x", "a-b_c"] {
+            assert!(valid_netdev_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "x\" drop",
+            "a b",
+            "aaaaaaaaaaaaaaaa",
+            "é",
+        ] {
+            assert!(!valid_netdev_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_stand_in_reports_every_dongle_up_and_changes_nothing() {
         let h = EgressHandle::stand_in();
         let s = h.state(17).unwrap();
         assert_eq!(s.link, egress::LinkState::Up);
         assert!(s.routed);
+        assert!(h.is_stand_in());
+        h.set_netdev(17, "wwan3"); // nothing to follow: no host changes
         h.stop();
     }
 }

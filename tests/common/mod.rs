@@ -4,8 +4,15 @@
 //! test kit, `edgeward::wg::testkit`, shared with the unit tests.
 #![allow(dead_code, unused_imports)]
 
+pub mod accounts;
 pub mod config;
+#[cfg(feature = "vm")]
+pub mod libvirtd;
 pub mod netns;
+pub mod rfb;
+pub mod sse;
+#[cfg(feature = "vm")]
+pub mod vm;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -135,6 +142,8 @@ pub async fn start_app_scaled(
             modem_time_scale: scale,
             wg_port_fallback: false,
             dongle_health: None,
+            // Short, so SSE tests see keep-alive comments without waiting 15 s.
+            sse_keepalive: Duration::from_secs(1),
         },
     )
     .await

@@ -1,6 +1,7 @@
 //! The namespace test kit: running commands, namespaces and veths that are removed by name,
 //! child processes ended by PID, threads that join a namespace, nftables scripts, and the
-//! echo server that answers with the caller's address. Shared by every root-only test.
+//! echo server that answers with the caller's address, and a simulated HiLink stick at
+//! 192.168.8.1 inside a carrier namespace. Shared by every root-only test.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -167,4 +168,18 @@ pub fn carrier(boxns: &str, modem: &str, carrier: &str, inet: &str, public: &str
             "table ip carrier {{\n chain post {{\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname \"{ci}\" masquerade\n }}\n}}\n"
         ),
     );
+}
+
+/// A simulated HiLink stick serving 192.168.8.1:80 inside namespace `ns` (a carrier
+/// namespace from [`carrier`]: the stick's LAN side, where every factory stick sits).
+pub fn hilink_stick(
+    ns: &str,
+    config: edgeward::modem::sim::hilink::StickConfig,
+) -> edgeward::modem::sim::hilink::SimHiLink {
+    let listener = in_netns(ns, || std::net::TcpListener::bind(("192.168.8.1", 80)))
+        .join()
+        .expect("a namespace thread")
+        .expect("bind 192.168.8.1:80 in the carrier namespace");
+    edgeward::modem::sim::hilink::SimHiLink::start(listener, config)
+        .expect("start the HiLink simulator")
 }
