@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -174,7 +174,7 @@ impl App {
         let vms = start_vms(&config, &options, &leases).await;
         let (firewall, firewall_pruner) =
             start_firewall(&config, &options, &leases, vms.as_ref()).await;
-        let bound = bind_listeners(&config.api).await?;
+        let bound = bind_listeners(&config.api)?;
 
         let metrics = Arc::new(Metrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -794,14 +794,14 @@ struct BoundListeners {
 }
 
 /// Binds `api.listen` and, with a certificate, `api.tls_listen`.
-async fn bind_listeners(api: &ApiConfig) -> anyhow::Result<BoundListeners> {
+fn bind_listeners(api: &ApiConfig) -> anyhow::Result<BoundListeners> {
     let mut bound = BoundListeners {
         listeners: Vec::new(),
         http_addrs: Vec::new(),
         https_addrs: Vec::new(),
     };
     for addr in &api.listen {
-        let tcp = bind_tcp(addr, "api.listen").await?;
+        let tcp = bind_tcp(addr, "api.listen", api.max_connections)?;
         bound.http_addrs.push(tcp.local_addr()?);
         bound.listeners.push(Listener { tcp, tls: None });
     }
@@ -813,7 +813,7 @@ async fn bind_listeners(api: &ApiConfig) -> anyhow::Result<BoundListeners> {
     };
     let acceptor = api::tls::acceptor(cert, key)?;
     for addr in &api.tls_listen {
-        let tcp = bind_tcp(addr, "api.tls_listen").await?;
+        let tcp = bind_tcp(addr, "api.tls_listen", api.max_connections)?;
         bound.https_addrs.push(tcp.local_addr()?);
         bound.listeners.push(Listener {
             tcp,
@@ -823,10 +823,26 @@ async fn bind_listeners(api: &ApiConfig) -> anyhow::Result<BoundListeners> {
     Ok(bound)
 }
 
-async fn bind_tcp(addr: &SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} ({key})"))
+/// The kernel's queue of connections not yet accepted is as long as the connection limit
+/// (up to [`MAX_BACKLOG`]; the kernel caps it again at `net.core.somaxconn`). With mio's
+/// default of 128, a burst of new clients overflowed it whenever the accept loop paused for
+/// a millisecond, and each dropped SYN cost its client a 1 s retransmit.
+const MAX_BACKLOG: usize = 4096;
+
+fn bind_tcp(addr: &SocketAddr, key: &str, max_connections: usize) -> anyhow::Result<TcpListener> {
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As TcpListener::bind does: a restarted server may bind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(*addr)?;
+        let backlog = max_connections.clamp(128, MAX_BACKLOG);
+        socket.listen(u32::try_from(backlog).unwrap_or(128))
+    };
+    bind().with_context(|| format!("cannot listen on {addr} ({key})"))
 }
 
 /// The WireGuard port, the host's network (TUN, forwarding, NAT) and the data plane on them,
