@@ -81,23 +81,41 @@ pub struct ToggleRecord {
 }
 
 impl ToggleRecord {
-    /// A toggle that ended without a new address (failed or aborted), and why.
-    fn failed(
+    /// What a finished toggle leaves for the status: its address on success, else why not.
+    pub(super) fn of(
+        outcome: &Outcome,
         started_at: UnixMillis,
-        elapsed: Duration,
         previous_ip: Option<IpAddr>,
-        attempts: u32,
-        reason: &str,
     ) -> Self {
+        let (elapsed, attempts, changed, reason) = match outcome {
+            Outcome::Changed {
+                ip,
+                step,
+                attempts,
+                elapsed,
+                ..
+            } => (elapsed, attempts, Some((*ip, step.clone())), None),
+            Outcome::Failed {
+                reason,
+                attempts,
+                elapsed,
+            }
+            | Outcome::Aborted {
+                reason,
+                attempts,
+                elapsed,
+                ..
+            } => (elapsed, attempts, None, Some(reason.clone())),
+        };
         Self {
             started_at,
             elapsed_ms: elapsed.as_millis() as u64,
-            success: false,
-            ip: None,
+            success: changed.is_some(),
+            ip: changed.as_ref().map(|(ip, _)| *ip),
             previous_ip,
-            step: None,
-            attempts,
-            reason: Some(reason.to_owned()),
+            step: changed.map(|(_, step)| step),
+            attempts: *attempts,
+            reason,
         }
     }
 }
@@ -175,6 +193,19 @@ pub struct ModemStatus {
 }
 
 impl ModemStatus {
+    /// A toggle ended: counted, its record kept, a new address taken.
+    pub(super) fn end_toggle(&mut self, record: ToggleRecord) {
+        self.toggle = None;
+        self.toggle_count += 1;
+        if !record.success {
+            self.toggle_failures += 1;
+        }
+        if let Some(ip) = record.ip {
+            self.ip = Some(ip);
+        }
+        self.last_toggle = Some(record);
+    }
+
     /// Ready to carry a new dongle lease: port open, registered (home or roaming), with an
     /// address, no toggle and no recovery running.
     pub fn is_ready(&self) -> bool {
@@ -929,62 +960,25 @@ impl Actor {
         outcome: Outcome,
         req: ToggleRequest,
     ) {
-        let record = match &outcome {
+        match &outcome {
             Outcome::Changed {
-                ip,
-                step,
-                attempts,
-                elapsed,
-                ..
-            } => {
-                log::info!(
-                    "modem {}: new address {ip} after {step} ({elapsed:?})",
-                    self.spec.number
-                );
-                ToggleRecord {
-                    started_at: started_ms,
-                    elapsed_ms: elapsed.as_millis() as u64,
-                    success: true,
-                    ip: Some(*ip),
-                    previous_ip: old_ip,
-                    step: Some(step.clone()),
-                    attempts: *attempts,
-                    reason: None,
-                }
-            }
+                ip, step, elapsed, ..
+            } => log::info!(
+                "modem {}: new address {ip} after {step} ({elapsed:?})",
+                self.spec.number
+            ),
             Outcome::Aborted {
                 reason,
-                attempts,
-                elapsed,
-                restored,
-            } => {
-                if *restored {
-                    log::info!("modem {}: {reason}", self.spec.number);
-                } else {
-                    log::warn!("modem {}: {reason}", self.spec.number);
-                }
-                ToggleRecord::failed(started_ms, *elapsed, old_ip, *attempts, reason)
+                restored: true,
+                ..
+            } => log::info!("modem {}: {reason}", self.spec.number),
+            Outcome::Aborted { reason, .. } => log::warn!("modem {}: {reason}", self.spec.number),
+            Outcome::Failed { reason, .. } => {
+                log::warn!("modem {}: toggle failed: {reason}", self.spec.number)
             }
-            Outcome::Failed {
-                reason,
-                attempts,
-                elapsed,
-            } => {
-                log::warn!("modem {}: toggle failed: {reason}", self.spec.number);
-                ToggleRecord::failed(started_ms, *elapsed, old_ip, *attempts, reason)
-            }
-        };
-        self.publish(|s| {
-            s.toggle = None;
-            s.toggle_count += 1;
-            if !record.success {
-                s.toggle_failures += 1;
-            }
-            if let Some(ip) = record.ip {
-                s.ip = Some(ip);
-            }
-            s.last_toggle = Some(record);
-        });
+        }
+        let record = ToggleRecord::of(&outcome, started_ms, old_ip);
+        self.publish(|s| s.end_toggle(record));
         self.busy.store(false, Ordering::Release);
         drop(req.permit);
         let _ = req.reply.send(outcome);

@@ -626,64 +626,19 @@ impl Actor {
         outcome: Outcome,
         req: ToggleRequest,
     ) {
-        let record = match &outcome {
+        match &outcome {
             Outcome::Changed {
-                ip,
-                step,
-                attempts,
-                elapsed,
-                ..
-            } => {
-                log::info!(
-                    "modem {}: new address {ip} after {step} ({elapsed:?})",
-                    self.spec.number
-                );
-                ToggleRecord {
-                    started_at: started_ms,
-                    elapsed_ms: elapsed.as_millis() as u64,
-                    success: true,
-                    ip: Some(*ip),
-                    previous_ip: old_ip,
-                    step: Some(step.clone()),
-                    attempts: *attempts,
-                    reason: None,
-                }
+                ip, step, elapsed, ..
+            } => log::info!(
+                "modem {}: new address {ip} after {step} ({elapsed:?})",
+                self.spec.number
+            ),
+            Outcome::Failed { reason, .. } | Outcome::Aborted { reason, .. } => {
+                log::warn!("modem {}: toggle failed: {reason}", self.spec.number)
             }
-            Outcome::Failed {
-                reason,
-                attempts,
-                elapsed,
-            }
-            | Outcome::Aborted {
-                reason,
-                attempts,
-                elapsed,
-                ..
-            } => {
-                log::warn!("modem {}: toggle failed: {reason}", self.spec.number);
-                ToggleRecord {
-                    started_at: started_ms,
-                    elapsed_ms: elapsed.as_millis() as u64,
-                    success: false,
-                    ip: None,
-                    previous_ip: old_ip,
-                    step: None,
-                    attempts: *attempts,
-                    reason: Some(reason.clone()),
-                }
-            }
-        };
-        self.publish(|s| {
-            s.toggle = None;
-            s.toggle_count += 1;
-            if !record.success {
-                s.toggle_failures += 1;
-            }
-            if let Some(ip) = record.ip {
-                s.ip = Some(ip);
-            }
-            s.last_toggle = Some(record);
-        });
+        }
+        let record = ToggleRecord::of(&outcome, started_ms, old_ip);
+        self.publish(|s| s.end_toggle(record));
         self.busy.store(false, Ordering::Release);
         drop(req.permit);
         let _ = req.reply.send(outcome);
